@@ -1,1 +1,66 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: where the real files are.
+//!
+//! - The Gemma 3 270M Q4_K_M model: `$HEARTH_MODEL`, else
+//!   `~/.cache/hearth/models/gemma-3-270m-q4_k_m.gguf`, which
+//!   `scripts/fetch-model.sh` downloads.
+//! - llama.cpp's reference data: `$HEARTH_SHARED`, else `../shared` beside the
+//!   repository (`shared/golden/...`).
+//!
+//! A test that needs a missing file fails under CI (`CI` set) and is skipped
+//! with a message elsewhere, saying how to get the file.
+
+use std::path::PathBuf;
+
+pub const MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+fn missing(what: &str, how: &str) -> Option<PathBuf> {
+    let msg = format!("{what} not found; {how}");
+    assert!(
+        !in_ci(),
+        "{msg} (CI is set, so this is a failure, not a skip)"
+    );
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// The real test model, or `None` (with a message) when it is not here.
+pub fn model_path() -> Option<PathBuf> {
+    let path = match std::env::var_os("HEARTH_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/hearth/models").join(MODEL_FILE)
+        }
+    };
+    if path.is_file() {
+        Some(path)
+    } else {
+        missing(
+            &format!("the test model {}", path.display()),
+            "run scripts/fetch-model.sh (or set HEARTH_MODEL)",
+        )
+    }
+}
+
+/// `shared/golden`, or `None` (with a message) when it is not here.
+pub fn golden_dir() -> Option<PathBuf> {
+    let shared = match std::env::var_os("HEARTH_SHARED") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+    };
+    let golden = shared.join("golden");
+    if golden.is_dir() {
+        Some(golden)
+    } else {
+        missing(
+            &format!("llama.cpp reference data {}", golden.display()),
+            "set HEARTH_SHARED to the shared/ folder",
+        )
+    }
+}

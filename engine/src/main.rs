@@ -38,7 +38,11 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             json,
             metadata,
         } => {
-            let g = hearth_gguf::open(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+            let g = hearth_gguf::open(&model).map_err(|e| match e {
+                // An I/O error already names the file.
+                hearth_gguf::GgufError::Io { .. } => e.to_string(),
+                e => format!("{}: {e}", model.display()),
+            })?;
             let summary = hearth::info::Summary::new(&g);
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
