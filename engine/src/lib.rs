@@ -1,2 +1,13 @@
-//! Hearth's engine: model loading and the `hearth` command's subcommands.
+//! Hearth's engine: model architectures written once against a backend
+//! contract, the CPU backend, tokenizers, chat templates, sampling, and the
+//! `hearth` command's subcommands.
+pub mod backend;
+pub mod batch;
+pub mod chat;
+pub mod error;
 pub mod info;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
+
+pub use error::{Error, Result};

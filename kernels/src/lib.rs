@@ -6,8 +6,11 @@
 //!
 //! - [`quant`]: the ggml block formats, one file each: the `#[repr(C)]` block,
 //!   the scalar reference `dequantize`/`quantize`/`vec_dot`, then SIMD variants.
+//! - [`matmul`]: weights in any format times f32 activations, parallel
+//!   over weight rows (GEMV for one token, blocked GEMM for many).
 //! - [`ops`]: the rest of a transformer layer (norms, RoPE, softmax,
 //!   activations, attention).
 
+pub mod matmul;
 pub mod ops;
 pub mod quant;

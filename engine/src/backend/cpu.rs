@@ -1,0 +1,495 @@
+//! The CPU backend: weights used in place from the memory-mapped file,
+//! kernels from `hearth-kernels`, parallel over rayon's pool.
+
+use std::sync::Arc;
+
+use half::f16;
+use hearth_gguf::{GgmlType, TensorInfo};
+use hearth_kernels::matmul::{matmul, MatmulScratch, QMatrix};
+use hearth_kernels::ops::act::{add_inplace, gelu_mul_inplace, silu_mul_inplace};
+use hearth_kernels::ops::attention::{attention_par, AttentionScratch, KvCache};
+use hearth_kernels::ops::norm::{rms_norm, rms_norm_heads_inplace, rms_norm_inplace};
+use hearth_kernels::ops::rope::{Rope, RopeOrdering};
+use hearth_kernels::quant::Format;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+use super::{AttentionParams, Backend, CacheSpec, KvType, ModelFile, RopeConfig};
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+
+/// The kernel format of a GGUF tensor type, if the CPU kernels have it.
+pub fn kernel_format(t: GgmlType) -> Option<Format> {
+    Some(match t {
+        GgmlType::F32 => Format::F32,
+        GgmlType::F16 => Format::F16,
+        GgmlType::BF16 => Format::BF16,
+        GgmlType::Q4_0 => Format::Q4_0,
+        GgmlType::Q4_1 => Format::Q4_1,
+        GgmlType::Q5_0 => Format::Q5_0,
+        GgmlType::Q5_1 => Format::Q5_1,
+        GgmlType::Q8_0 => Format::Q8_0,
+        GgmlType::Q2_K => Format::Q2_K,
+        GgmlType::Q3_K => Format::Q3_K,
+        GgmlType::Q4_K => Format::Q4_K,
+        GgmlType::Q5_K => Format::Q5_K,
+        GgmlType::Q6_K => Format::Q6_K,
+        GgmlType::IQ4_NL => Format::IQ4_NL,
+        GgmlType::IQ4_XS => Format::IQ4_XS,
+        _ => return None,
+    })
+}
+
+/// A weight: a matrix left in the mapped file, or a small f32 vector copied
+/// out of it.
+pub enum CpuWeight {
+    Matrix {
+        file: Arc<ModelFile>,
+        format: Format,
+        rows: usize,
+        cols: usize,
+        /// Byte range of the data in the file.
+        start: usize,
+        len: usize,
+    },
+    Vector(Vec<f32>),
+}
+
+impl CpuWeight {
+    fn matrix(&self) -> Result<QMatrix<'_>> {
+        match self {
+            CpuWeight::Matrix {
+                file,
+                format,
+                rows,
+                cols,
+                start,
+                len,
+            } => Ok(QMatrix::new(
+                *format,
+                *rows,
+                *cols,
+                &file.bytes()[*start..*start + *len],
+            )?),
+            CpuWeight::Vector(_) => {
+                Err(Error::Other("a vector weight was used as a matrix".into()))
+            }
+        }
+    }
+
+    fn vector(&self) -> Result<&[f32]> {
+        match self {
+            CpuWeight::Vector(v) => Ok(v),
+            CpuWeight::Matrix { .. } => {
+                Err(Error::Other("a matrix weight was used as a vector".into()))
+            }
+        }
+    }
+}
+
+/// Activations: `rows x cols` f32, row-major.
+#[derive(Clone, Debug, Default)]
+pub struct CpuTensor {
+    pub data: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl CpuTensor {
+    fn resize(&mut self, rows: usize, cols: usize) {
+        self.rows = rows;
+        self.cols = cols;
+        self.data.resize(rows * cols, 0.0);
+    }
+
+    pub fn from_rows(rows: usize, cols: usize, data: Vec<f32>) -> CpuTensor {
+        assert_eq!(data.len(), rows * cols);
+        CpuTensor { data, rows, cols }
+    }
+}
+
+enum KvStore {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl KvStore {
+    fn new(t: KvType, n: usize) -> KvStore {
+        match t {
+            KvType::F16 => KvStore::F16(vec![f16::ZERO; n]),
+            KvType::F32 => KvStore::F32(vec![0.0; n]),
+        }
+    }
+
+    fn write(&mut self, at: usize, src: &[f32]) {
+        match self {
+            KvStore::F16(d) => d[at..at + src.len()]
+                .iter_mut()
+                .zip(src)
+                .for_each(|(d, &s)| *d = f16::from_f32(s)),
+            KvStore::F32(d) => d[at..at + src.len()].copy_from_slice(src),
+        }
+    }
+}
+
+/// Per sequence and layer, `n_ctx` rows of keys and values; slot `p` holds
+/// position `p`.
+pub struct CpuCache {
+    spec: CacheSpec,
+    /// `[seq][layer]`.
+    k: Vec<Vec<KvStore>>,
+    v: Vec<Vec<KvStore>>,
+    /// Filled positions per sequence.
+    len: Vec<usize>,
+    /// `0, 1, 2, ...`: the positions of the slots.
+    positions: Vec<i32>,
+}
+
+impl CpuCache {
+    /// Filled positions of sequence `seq`.
+    pub fn seq_len(&self, seq: usize) -> usize {
+        self.len.get(seq).copied().unwrap_or(0)
+    }
+}
+
+/// The CPU backend.
+#[derive(Default)]
+pub struct Cpu {
+    matmul_scratch: Mutex<MatmulScratch>,
+    attn_scratch: Mutex<AttentionScratch>,
+}
+
+impl Cpu {
+    pub fn new() -> Cpu {
+        Cpu::default()
+    }
+}
+
+fn check_cols(op: &str, a: usize, b: usize) -> Result<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(Error::Other(format!("{op}: width {a} does not match {b}")))
+    }
+}
+
+impl Backend for Cpu {
+    type Weight = CpuWeight;
+    type Tensor = CpuTensor;
+    type Cache = CpuCache;
+    type Rope = Rope;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn load_matrix(&self, file: &Arc<ModelFile>, info: &TensorInfo) -> Result<CpuWeight> {
+        let format = kernel_format(info.ggml_type).ok_or_else(|| Error::UnsupportedTensorType {
+            name: info.name.clone(),
+            ggml_type: info.ggml_type,
+            backend: "cpu",
+        })?;
+        let start = (file.data_start() + info.data_offset) as usize;
+        let w = CpuWeight::Matrix {
+            file: Arc::clone(file),
+            format,
+            rows: info.n_rows() as usize,
+            cols: info.dims[0] as usize,
+            start,
+            len: info.size as usize,
+        };
+        w.matrix()?; // checks the size once at load
+        Ok(w)
+    }
+
+    fn load_vector(&self, file: &Arc<ModelFile>, info: &TensorInfo) -> Result<CpuWeight> {
+        let format = kernel_format(info.ggml_type).ok_or_else(|| Error::UnsupportedTensorType {
+            name: info.name.clone(),
+            ggml_type: info.ggml_type,
+            backend: "cpu",
+        })?;
+        let mut v = vec![0.0; info.n_elements() as usize];
+        let data = file.tensor_data(info);
+        (hearth_kernels::quant::kernels(format).dequantize_row)(data, &mut v)?;
+        Ok(CpuWeight::Vector(v))
+    }
+
+    fn new_tensor(&self) -> CpuTensor {
+        CpuTensor::default()
+    }
+
+    fn new_cache(&self, spec: &CacheSpec) -> Result<CpuCache> {
+        let n = spec
+            .n_ctx
+            .checked_mul(spec.kv_dim)
+            .ok_or_else(|| Error::Other("KV cache size overflows".into()))?;
+        let layers = |_| {
+            (0..spec.n_layer)
+                .map(|_| KvStore::new(spec.kv_type, n))
+                .collect::<Vec<_>>()
+        };
+        Ok(CpuCache {
+            spec: *spec,
+            k: (0..spec.n_seq).map(layers).collect(),
+            v: (0..spec.n_seq).map(layers).collect(),
+            len: vec![0; spec.n_seq],
+            positions: (0..spec.n_ctx as i32).collect(),
+        })
+    }
+
+    fn clear_seq(&self, cache: &mut CpuCache, seq: usize) -> Result<()> {
+        let len = cache
+            .len
+            .get_mut(seq)
+            .ok_or_else(|| Error::Batch(format!("sequence {seq} is not in the cache")))?;
+        *len = 0;
+        Ok(())
+    }
+
+    fn rope(&self, cfg: &RopeConfig) -> Result<Rope> {
+        let ordering = if cfg.neox {
+            RopeOrdering::Neox
+        } else {
+            RopeOrdering::Normal
+        };
+        Ok(Rope::new(
+            cfg.head_dim,
+            cfg.n_rot,
+            cfg.freq_base,
+            cfg.freq_scale,
+            ordering,
+        )?)
+    }
+
+    fn embed(&self, w: &CpuWeight, ids: &[u32], scale: f32, out: &mut CpuTensor) -> Result<()> {
+        let m = w.matrix()?;
+        out.resize(ids.len(), m.cols());
+        out.data
+            .par_chunks_mut(m.cols())
+            .zip(ids)
+            .try_for_each(|(row, &id)| {
+                if id as usize >= m.rows() {
+                    return Err(Error::Tokenizer(format!(
+                        "token id {id} is outside the vocabulary of {}",
+                        m.rows()
+                    )));
+                }
+                m.dequantize_row(id as usize, row)?;
+                if scale != 1.0 {
+                    row.iter_mut().for_each(|x| *x *= scale);
+                }
+                Ok(())
+            })
+    }
+
+    fn matmul(&self, w: &CpuWeight, x: &CpuTensor, out: &mut CpuTensor) -> Result<()> {
+        let m = w.matrix()?;
+        check_cols("matmul", x.cols, m.cols())?;
+        out.resize(x.rows, m.rows());
+        let mut scratch = self
+            .matmul_scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        matmul(&m, &x.data, x.rows, &mut out.data, &mut scratch)?;
+        Ok(())
+    }
+
+    fn add_bias(&self, x: &mut CpuTensor, b: &CpuWeight) -> Result<()> {
+        let b = b.vector()?;
+        check_cols("add_bias", x.cols, b.len())?;
+        x.data
+            .chunks_mut(x.cols)
+            .for_each(|row| add_inplace(row, b));
+        Ok(())
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32, out: &mut CpuTensor) -> Result<()> {
+        let w = w.vector()?;
+        check_cols("rms_norm", x.cols, w.len())?;
+        out.resize(x.rows, x.cols);
+        out.data
+            .par_chunks_mut(x.cols)
+            .zip(x.data.par_chunks(x.cols))
+            .for_each(|(y, x)| rms_norm(x, w, eps, y));
+        Ok(())
+    }
+
+    fn rms_norm_inplace(&self, x: &mut CpuTensor, w: &CpuWeight, eps: f32) -> Result<()> {
+        let w = w.vector()?;
+        check_cols("rms_norm", x.cols, w.len())?;
+        x.data
+            .par_chunks_mut(w.len())
+            .for_each(|row| rms_norm_inplace(row, w, eps));
+        Ok(())
+    }
+
+    fn rms_norm_heads(&self, x: &mut CpuTensor, w: &CpuWeight, eps: f32) -> Result<()> {
+        let w = w.vector()?;
+        if w.is_empty() || x.cols % w.len() != 0 {
+            return Err(Error::Other(format!(
+                "rms_norm_heads: head norm of {} does not divide rows of {}",
+                w.len(),
+                x.cols
+            )));
+        }
+        x.data
+            .par_chunks_mut(x.cols)
+            .for_each(|row| rms_norm_heads_inplace(row, w, eps));
+        Ok(())
+    }
+
+    fn apply_rope(
+        &self,
+        x: &mut CpuTensor,
+        rope: &Rope,
+        n_heads: usize,
+        positions: &[i32],
+    ) -> Result<()> {
+        check_cols("rope", x.cols, n_heads * rope.head_dim())?;
+        check_cols("rope positions", x.rows, positions.len())?;
+        let cols = x.cols;
+        x.data
+            .par_chunks_mut(cols)
+            .zip(positions.par_iter())
+            .for_each(|(row, &p)| rope.apply_inplace(row, n_heads, std::slice::from_ref(&p)));
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        cache: &mut CpuCache,
+        layer: usize,
+        batch: &Batch,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        p: &AttentionParams,
+        out: &mut CpuTensor,
+    ) -> Result<()> {
+        let spec = cache.spec;
+        check_cols("attention keys", k.cols, spec.kv_dim)?;
+        check_cols("attention values", v.cols, spec.kv_dim)?;
+        check_cols("attention queries", q.cols, p.n_head * p.head_dim)?;
+        if layer >= spec.n_layer {
+            return Err(Error::Other(format!("layer {layer} is not in the cache")));
+        }
+        out.resize(q.rows, q.cols);
+        let mut scratch = self.attn_scratch.lock().unwrap_or_else(|e| e.into_inner());
+        for s in batch.spans() {
+            let filled = *cache.len.get(s.seq).ok_or_else(|| {
+                Error::Batch(format!(
+                    "sequence {} is not in the cache (it holds {})",
+                    s.seq, spec.n_seq
+                ))
+            })?;
+            if s.pos0 > filled {
+                return Err(Error::Batch(format!(
+                    "sequence {} continues at position {} but holds only {filled}",
+                    s.seq, s.pos0
+                )));
+            }
+            let end = s.pos0 + s.len;
+            if end > spec.n_ctx {
+                return Err(Error::ContextOverflow {
+                    seq: s.seq,
+                    needed: end,
+                    n_ctx: spec.n_ctx,
+                });
+            }
+            let kd = spec.kv_dim;
+            cache.k[s.seq][layer].write(s.pos0 * kd, &k.data[s.start * kd..(s.start + s.len) * kd]);
+            cache.v[s.seq][layer].write(s.pos0 * kd, &v.data[s.start * kd..(s.start + s.len) * kd]);
+            let (qs, os) = (s.start * q.cols, (s.start + s.len) * q.cols);
+            let positions = &batch.positions()[s.start..s.start + s.len];
+            let pos = &cache.positions[..end];
+            match (&cache.k[s.seq][layer], &cache.v[s.seq][layer]) {
+                (KvStore::F16(kc), KvStore::F16(vc)) => {
+                    let kv = KvCache {
+                        k: &kc[..end * kd],
+                        v: &vc[..end * kd],
+                        pos,
+                    };
+                    attention_par(
+                        p,
+                        &q.data[qs..os],
+                        positions,
+                        &kv,
+                        &mut out.data[qs..os],
+                        &mut scratch,
+                    )?;
+                }
+                (KvStore::F32(kc), KvStore::F32(vc)) => {
+                    let kv = KvCache {
+                        k: &kc[..end * kd],
+                        v: &vc[..end * kd],
+                        pos,
+                    };
+                    attention_par(
+                        p,
+                        &q.data[qs..os],
+                        positions,
+                        &kv,
+                        &mut out.data[qs..os],
+                        &mut scratch,
+                    )?;
+                }
+                _ => {
+                    return Err(Error::Other(
+                        "KV cache keys and values differ in type".into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, cache: &mut CpuCache, batch: &Batch) -> Result<()> {
+        for s in batch.spans() {
+            if let Some(l) = cache.len.get_mut(s.seq) {
+                *l = s.pos0 + s.len;
+            }
+        }
+        Ok(())
+    }
+
+    fn gelu_mul(&self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
+        check_cols("gelu_mul", a.data.len(), b.data.len())?;
+        a.data
+            .par_chunks_mut(4096)
+            .zip(b.data.par_chunks(4096))
+            .for_each(|(a, b)| gelu_mul_inplace(a, b));
+        Ok(())
+    }
+
+    fn silu_mul(&self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
+        check_cols("silu_mul", a.data.len(), b.data.len())?;
+        a.data
+            .par_chunks_mut(4096)
+            .zip(b.data.par_chunks(4096))
+            .for_each(|(a, b)| silu_mul_inplace(a, b));
+        Ok(())
+    }
+
+    fn add(&self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
+        check_cols("add", a.data.len(), b.data.len())?;
+        add_inplace(&mut a.data, &b.data);
+        Ok(())
+    }
+
+    fn select_rows(&self, x: &CpuTensor, rows: &[usize], out: &mut CpuTensor) -> Result<()> {
+        out.resize(rows.len(), x.cols);
+        for (o, &r) in out.data.chunks_mut(x.cols.max(1)).zip(rows) {
+            if r >= x.rows {
+                return Err(Error::Batch(format!("row {r} of {}", x.rows)));
+            }
+            o.copy_from_slice(&x.data[r * x.cols..(r + 1) * x.cols]);
+        }
+        Ok(())
+    }
+
+    fn read(&self, x: &CpuTensor, out: &mut Vec<f32>) -> Result<(usize, usize)> {
+        out.clear();
+        out.extend_from_slice(&x.data);
+        Ok((x.rows, x.cols))
+    }
+}

@@ -1,0 +1,134 @@
+//! The backend contract: the op set model code is written against.
+//!
+//! Model code never asks which device it runs on. Weights are made usable
+//! once at load ([`Backend::load_matrix`], [`Backend::load_vector`]: the CPU
+//! maps them in place, a GPU uploads them); activations ([`Backend::Tensor`])
+//! and the KV cache ([`Backend::Cache`]) are owned by the backend. Every op
+//! takes whole tensors of `rows x cols` f32 (rows are tokens), so a GPU
+//! implementation can record them into one command stream.
+
+pub mod cpu;
+
+use std::sync::Arc;
+
+use hearth_gguf::{Gguf, Mmap, TensorInfo};
+pub use hearth_kernels::ops::attention::AttentionParams;
+
+use crate::batch::Batch;
+use crate::error::Result;
+
+/// A model file shared by the model and, on the CPU, by its weights.
+pub type ModelFile = Gguf<Mmap>;
+
+/// How RoPE rotates a head.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeConfig {
+    pub head_dim: usize,
+    /// Dims rotated (the rest pass through).
+    pub n_rot: usize,
+    pub freq_base: f32,
+    /// Linear scaling: positions are multiplied by this.
+    pub freq_scale: f32,
+    /// NeoX ordering (pairs `i`, `i + n_rot/2`) rather than adjacent pairs.
+    pub neox: bool,
+}
+
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    #[default]
+    F16,
+    F32,
+}
+
+/// Shape of a KV cache: per sequence and layer, `n_ctx` rows of `kv_dim`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub n_layer: usize,
+    pub n_seq: usize,
+    pub n_ctx: usize,
+    /// `n_head_kv * head_dim`.
+    pub kv_dim: usize,
+    pub kv_type: KvType,
+}
+
+/// A compute backend. See the module docs.
+pub trait Backend: Sync {
+    type Weight: Send + Sync;
+    type Tensor: Send;
+    type Cache: Send;
+    type Rope: Send + Sync;
+
+    fn name(&self) -> &'static str;
+
+    /// A weight matrix (`dims = [cols, rows]`) for `matmul` and `embed`.
+    fn load_matrix(&self, file: &Arc<ModelFile>, info: &TensorInfo) -> Result<Self::Weight>;
+    /// A weight vector (norm weights, biases), as f32.
+    fn load_vector(&self, file: &Arc<ModelFile>, info: &TensorInfo) -> Result<Self::Weight>;
+    /// An empty activation tensor; ops size their outputs.
+    fn new_tensor(&self) -> Self::Tensor;
+    fn new_cache(&self, spec: &CacheSpec) -> Result<Self::Cache>;
+    /// Empties sequence `seq` of the cache.
+    fn clear_seq(&self, cache: &mut Self::Cache, seq: usize) -> Result<()>;
+    fn rope(&self, cfg: &RopeConfig) -> Result<Self::Rope>;
+
+    /// `out[t] = w.row(ids[t]) * scale`: embedding lookup.
+    fn embed(
+        &self,
+        w: &Self::Weight,
+        ids: &[u32],
+        scale: f32,
+        out: &mut Self::Tensor,
+    ) -> Result<()>;
+    /// `out[t][r] = w.row(r) . x[t]`.
+    fn matmul(&self, w: &Self::Weight, x: &Self::Tensor, out: &mut Self::Tensor) -> Result<()>;
+    /// `x[t] += b`.
+    fn add_bias(&self, x: &mut Self::Tensor, b: &Self::Weight) -> Result<()>;
+    /// RMSNorm of each row of `x` times `w`, into `out`.
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Weight,
+        eps: f32,
+        out: &mut Self::Tensor,
+    ) -> Result<()>;
+    /// RMSNorm of each row in place.
+    fn rms_norm_inplace(&self, x: &mut Self::Tensor, w: &Self::Weight, eps: f32) -> Result<()>;
+    /// RMSNorm of each head (`w.len()` values) of each row, in place.
+    fn rms_norm_heads(&self, x: &mut Self::Tensor, w: &Self::Weight, eps: f32) -> Result<()>;
+    /// RoPE on each head of each row, row `t` at `positions[t]`.
+    fn apply_rope(
+        &self,
+        x: &mut Self::Tensor,
+        rope: &Self::Rope,
+        n_heads: usize,
+        positions: &[i32],
+    ) -> Result<()>;
+    /// Stores the batch's `k`, `v` rows in the cache of `layer` at their
+    /// sequences and positions, then attends each query row over its
+    /// sequence's cache.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        cache: &mut Self::Cache,
+        layer: usize,
+        batch: &Batch,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        params: &AttentionParams,
+        out: &mut Self::Tensor,
+    ) -> Result<()>;
+    /// Marks the batch's positions as filled in the cache (after all layers).
+    fn commit(&self, cache: &mut Self::Cache, batch: &Batch) -> Result<()>;
+    /// `a = gelu(a) * b` (tanh approximation).
+    fn gelu_mul(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
+    /// `a = silu(a) * b`.
+    fn silu_mul(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
+    /// `a += b`.
+    fn add(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
+    /// `out = x[rows]`.
+    fn select_rows(&self, x: &Self::Tensor, rows: &[usize], out: &mut Self::Tensor) -> Result<()>;
+    /// Copies `x` to the host: `out` gets `rows * cols` values; returns `(rows, cols)`.
+    fn read(&self, x: &Self::Tensor, out: &mut Vec<f32>) -> Result<(usize, usize)>;
+}

@@ -1,0 +1,50 @@
+//! The engine's error type: every failure a user can cause or meet.
+
+use hearth_gguf::GgmlType;
+
+/// What went wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Gguf(#[from] hearth_gguf::GgufError),
+    #[error("kernel: {0}")]
+    Quant(#[from] hearth_kernels::quant::QuantError),
+    #[error("kernel: {0}")]
+    Shape(#[from] hearth_kernels::ops::ShapeError),
+    #[error("unsupported architecture {arch:?}; Hearth runs: {supported}")]
+    UnsupportedArchitecture {
+        arch: String,
+        supported: &'static str,
+    },
+    #[error("tensor {name:?} is missing from the model file")]
+    MissingTensor { name: String },
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
+    #[error("tensor {name:?} is stored as {ggml_type}, which the {backend} backend cannot compute with yet")]
+    UnsupportedTensorType {
+        name: String,
+        ggml_type: GgmlType,
+        backend: &'static str,
+    },
+    #[error("model hyper-parameter {key}: {reason}")]
+    HyperParameter { key: String, reason: String },
+    #[error("context overflow: sequence {seq} would reach position {needed}, but the context holds {n_ctx} tokens")]
+    ContextOverflow {
+        seq: usize,
+        needed: usize,
+        n_ctx: usize,
+    },
+    #[error("invalid batch: {0}")]
+    Batch(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

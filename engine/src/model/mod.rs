@@ -1,0 +1,239 @@
+//! Model architectures. One file each, with three parts: hyper-parameters
+//! read from GGUF metadata, the tensors it needs (shape-checked at load,
+//! with an error naming the tensor), and `forward`. Variants of a family are
+//! flags on one file.
+
+pub mod gemma3;
+pub mod llama;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::backend::{Backend, CacheSpec, KvType, ModelFile};
+use crate::batch::Batch;
+use crate::error::{Error, Result};
+
+/// The architectures Hearth runs, as `general.architecture` names them.
+pub const SUPPORTED: &str = "gemma3, llama, qwen2, qwen3";
+
+/// Hyper-parameters common to the decoder-only transformers Hearth runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HParams {
+    pub arch: String,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_ctx_train: usize,
+    pub eps: f32,
+    pub rope_base: f32,
+    pub rope_scale: f32,
+    pub n_rot: usize,
+}
+
+impl HParams {
+    /// Reads `{arch}.*` keys; optional ones get llama.cpp's defaults.
+    pub fn read(g: &ModelFile, arch: &str) -> Result<HParams> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_embd: usize = g.get_as(&key("embedding_length"))?;
+        let n_head: usize = g.get_as(&key("attention.head_count"))?;
+        let n_head_kv = g
+            .get_opt_as(&key("attention.head_count_kv"))?
+            .unwrap_or(n_head);
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(Error::HyperParameter {
+                key: key("attention.head_count_kv"),
+                reason: format!("{n_head} query heads are not a multiple of {n_head_kv} KV heads"),
+            });
+        }
+        let head_dim = g
+            .get_opt_as(&key("attention.key_length"))?
+            .unwrap_or(n_embd / n_head);
+        let v_dim: usize = g
+            .get_opt_as(&key("attention.value_length"))?
+            .unwrap_or(head_dim);
+        if v_dim != head_dim || head_dim == 0 {
+            return Err(Error::HyperParameter {
+                key: key("attention.value_length"),
+                reason: format!(
+                    "key length {head_dim} and value length {v_dim} must be equal and non-zero"
+                ),
+            });
+        }
+        let n_vocab = match g.get(&key("vocab_size")) {
+            Some(_) => g.get_as(&key("vocab_size"))?,
+            None => g.get_array("tokenizer.ggml.tokens")?.len() as usize,
+        };
+        let rope_scale = match g.get_opt_as::<f32>(&key("rope.scaling.factor"))? {
+            Some(f) if f > 0.0 => 1.0 / f,
+            _ => 1.0,
+        };
+        Ok(HParams {
+            arch: arch.to_string(),
+            n_vocab,
+            n_embd,
+            n_layer: g.get_as(&key("block_count"))?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff: g.get_as(&key("feed_forward_length"))?,
+            n_ctx_train: g.get_as(&key("context_length"))?,
+            eps: g
+                .get_opt_as(&key("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-5),
+            rope_base: g.get_opt_as(&key("rope.freq_base"))?.unwrap_or(10_000.0),
+            rope_scale,
+            n_rot: g
+                .get_opt_as(&key("rope.dimension_count"))?
+                .unwrap_or(head_dim),
+        })
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}
+
+/// Loads tensors by name with their expected shapes.
+pub(crate) struct Loader<'a, B: Backend> {
+    pub backend: &'a B,
+    pub file: &'a Arc<ModelFile>,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn info(&self, name: &str, dims: &[usize]) -> Result<&hearth_gguf::TensorInfo> {
+        let t = self.file.tensor(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })?;
+        let expected: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+        if t.info.dims != expected {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                expected,
+                found: t.info.dims.clone(),
+            });
+        }
+        Ok(t.info)
+    }
+
+    /// A matrix of `rows` rows of `cols` (GGUF dims `[cols, rows]`).
+    pub fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<B::Weight> {
+        let info = self.info(name, &[cols, rows])?;
+        self.backend.load_matrix(self.file, info)
+    }
+
+    pub fn vector(&self, name: &str, len: usize) -> Result<B::Weight> {
+        let info = self.info(name, &[len])?;
+        self.backend.load_vector(self.file, info)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.tensor(name).is_some()
+    }
+}
+
+/// A model of any supported architecture on backend `B`.
+pub enum Arch<B: Backend> {
+    Gemma3(gemma3::Gemma3<B>),
+    Llama(llama::Llama<B>),
+}
+
+/// Activations reused across forward passes.
+pub struct Workspace<B: Backend> {
+    pub(crate) t: [B::Tensor; 10],
+    logits: Vec<f32>,
+}
+
+impl<B: Backend> Workspace<B> {
+    pub fn new(backend: &B) -> Self {
+        Workspace {
+            t: std::array::from_fn(|_| backend.new_tensor()),
+            logits: Vec::new(),
+        }
+    }
+}
+
+/// A loaded model: its file, hyper-parameters, weights and backend.
+pub struct Model<B: Backend> {
+    pub file: Arc<ModelFile>,
+    pub hparams: HParams,
+    pub backend: B,
+    arch: Arch<B>,
+}
+
+impl<B: Backend> Model<B> {
+    /// Opens `path` and loads the model it holds onto `backend`.
+    pub fn load(path: impl AsRef<Path>, backend: B) -> Result<Self> {
+        let file = Arc::new(hearth_gguf::open(path)?);
+        Self::from_file(file, backend)
+    }
+
+    pub fn from_file(file: Arc<ModelFile>, backend: B) -> Result<Self> {
+        let arch_name = file.architecture()?.to_string();
+        let hparams = HParams::read(&file, &arch_name)?;
+        let loader = Loader {
+            backend: &backend,
+            file: &file,
+        };
+        let arch = match arch_name.as_str() {
+            "gemma3" => Arch::Gemma3(gemma3::Gemma3::load(&loader, &hparams)?),
+            "llama" | "qwen2" | "qwen3" => Arch::Llama(llama::Llama::load(&loader, &hparams)?),
+            _ => {
+                return Err(Error::UnsupportedArchitecture {
+                    arch: arch_name,
+                    supported: SUPPORTED,
+                })
+            }
+        };
+        Ok(Model {
+            file,
+            hparams,
+            backend,
+            arch,
+        })
+    }
+
+    /// A KV cache for `n_seq` sequences of up to `n_ctx` tokens.
+    pub fn new_cache(&self, n_ctx: usize, n_seq: usize, kv_type: KvType) -> Result<B::Cache> {
+        self.backend.new_cache(&CacheSpec {
+            n_layer: self.hparams.n_layer,
+            n_seq,
+            n_ctx,
+            kv_dim: self.hparams.kv_dim(),
+            kv_type,
+        })
+    }
+
+    /// Runs `batch` through the model, storing its keys and values in
+    /// `cache`, and returns the logits of the batch's logit rows
+    /// (`batch.logit_rows().len()` rows of `n_vocab`).
+    pub fn forward<'w>(
+        &self,
+        batch: &Batch,
+        cache: &mut B::Cache,
+        ws: &'w mut Workspace<B>,
+    ) -> Result<&'w [f32]> {
+        if batch.is_empty() {
+            return Err(Error::Batch("empty batch".into()));
+        }
+        let out = match &self.arch {
+            Arch::Gemma3(m) => m.forward(&self.backend, &self.hparams, batch, cache, ws)?,
+            Arch::Llama(m) => m.forward(&self.backend, &self.hparams, batch, cache, ws)?,
+        };
+        self.backend.commit(cache, batch)?;
+        match out {
+            Some(i) => {
+                let (rows, cols) = self.backend.read(&ws.t[i], &mut ws.logits)?;
+                debug_assert_eq!(
+                    (rows, cols),
+                    (batch.logit_rows().len(), self.hparams.n_vocab)
+                );
+            }
+            None => ws.logits.clear(),
+        }
+        Ok(&ws.logits)
+    }
+}
