@@ -64,3 +64,4 @@ pub fn golden_dir() -> Option<PathBuf> {
         )
     }
 }
+pub mod tiny;

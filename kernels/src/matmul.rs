@@ -27,9 +27,16 @@ pub struct QMatrix<'a> {
 
 impl<'a> QMatrix<'a> {
     /// Checks that `data` holds exactly `rows` rows of `cols` values.
-    pub fn new(format: Format, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, QuantError> {
+    pub fn new(
+        format: Format,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, QuantError> {
         let row_bytes = format.row_size(cols)?;
-        let expected = row_bytes.checked_mul(rows).ok_or(QuantError::Overflow { format, n: cols })?;
+        let expected = row_bytes
+            .checked_mul(rows)
+            .ok_or(QuantError::Overflow { format, n: cols })?;
         if data.len() != expected {
             return Err(QuantError::PartialBlock {
                 format,
@@ -94,7 +101,13 @@ fn rows_per_task(rows: usize, n_tokens: usize) -> usize {
 /// # Errors
 /// If the operand lengths do not match, or the weight format has no dot
 /// product.
-pub fn matmul(w: &QMatrix<'_>, x: &[f32], n_tokens: usize, out: &mut [f32], scratch: &mut MatmulScratch) -> Result<(), QuantError> {
+pub fn matmul(
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), QuantError> {
     let (rows, cols) = (w.rows, w.cols);
     let check = |expected: usize, got: usize| {
         if expected == got {
@@ -129,13 +142,16 @@ pub fn matmul(w: &QMatrix<'_>, x: &[f32], n_tokens: usize, out: &mut [f32], scra
     let chunk = rows_per_task(rows, n_tokens);
 
     if n_tokens == 1 {
-        return out.par_chunks_mut(chunk).enumerate().try_for_each(|(c, o)| {
-            let r0 = c * chunk;
-            for (i, o) in o.iter_mut().enumerate() {
-                *o = vec_dot(w.row(r0 + i), act)?;
-            }
-            Ok(())
-        });
+        return out
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .try_for_each(|(c, o)| {
+                let r0 = c * chunk;
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = vec_dot(w.row(r0 + i), act)?;
+                }
+                Ok(())
+            });
     }
 
     // Results land row-major ([rows][n_tokens]) so each task owns a

@@ -45,7 +45,11 @@ const WEIGHT_FORMATS: &[Format] = &[
 ];
 
 fn nmse(got: &[f32], want: &[f64]) -> f64 {
-    let err: f64 = got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).powi(2)).sum();
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum();
     let norm: f64 = want.iter().map(|w| w * w).sum();
     err / norm
 }
@@ -75,13 +79,20 @@ fn matmul_matches_f64_reference_for_every_format_and_batch() {
             let want: Vec<f64> = (0..n_tokens)
                 .flat_map(|t| {
                     let (x, wd) = (&x, &wd);
-                    (0..rows).map(move |r| (0..cols).map(|c| wd[r * cols + c] as f64 * x[t * cols + c] as f64).sum())
+                    (0..rows).map(move |r| {
+                        (0..cols)
+                            .map(|c| wd[r * cols + c] as f64 * x[t * cols + c] as f64)
+                            .sum()
+                    })
                 })
                 .collect();
             // Poison: an output the kernel forgets to write stays NaN.
             let mut out = vec![f32::NAN; n_tokens * rows];
             matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
-            assert!(out.iter().all(|v| v.is_finite()), "{format} x{n_tokens}: unwritten output");
+            assert!(
+                out.iter().all(|v| v.is_finite()),
+                "{format} x{n_tokens}: unwritten output"
+            );
             let e = nmse(&out, &want);
             assert!(e <= 5e-4, "{format} x{n_tokens}: NMSE {e:e}");
         }
@@ -98,5 +109,11 @@ fn matmul_rejects_mismatched_operands() {
     assert!(matmul(&w, &[0.0; 32], 1, &mut out[..1], &mut s).is_err());
     assert!(QMatrix::new(Format::Q8_0, 3, 32, &data).is_err());
     assert!(QMatrix::new(Format::Q4_K, 1, 100, &data).is_err());
-    assert!(QMatrix::new(Format::Q8_K, 1, 256, &[0u8; 292]).map(|w| matmul(&w, &[0.0; 256], 1, &mut [0.0], &mut s)).unwrap().is_err(), "Q8_K is activation-only");
+    assert!(
+        QMatrix::new(Format::Q8_K, 1, 256, &[0u8; 292])
+            .map(|w| matmul(&w, &[0.0; 256], 1, &mut [0.0], &mut s))
+            .unwrap()
+            .is_err(),
+        "Q8_K is activation-only"
+    );
 }

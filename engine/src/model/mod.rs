@@ -173,6 +173,12 @@ impl<B: Backend> Model<B> {
 
     pub fn from_file(file: Arc<ModelFile>, backend: B) -> Result<Self> {
         let arch_name = file.architecture()?.to_string();
+        if !SUPPORTED.split(", ").any(|a| a == arch_name) {
+            return Err(Error::UnsupportedArchitecture {
+                arch: arch_name,
+                supported: SUPPORTED,
+            });
+        }
         let hparams = HParams::read(&file, &arch_name)?;
         let loader = Loader {
             backend: &backend,

@@ -1,0 +1,222 @@
+//! Model loading and the forward pass on tiny random-weight models built
+//! with the GGUF writer (`hearth_tests::tiny`): errors that name the
+//! tensor, batched prefill against token-by-token decode through the KV
+//! cache, several sequences in one batch, and llama.cpp's logits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hearth::backend::cpu::Cpu;
+use hearth::backend::KvType;
+use hearth::batch::{Batch, Logits};
+use hearth::model::{Model, Workspace};
+use hearth::Error;
+use hearth_gguf::{GgufWriter, Value};
+use hearth_tests::tiny::{tiny_model, tiny_prompt, ARCHS, N_VOCAB};
+
+fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("hearth-test-{}-{name}.gguf", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn load(arch: &str) -> Model<Cpu> {
+    Model::load(write_temp(arch, &tiny_model(arch)), Cpu::new()).unwrap()
+}
+
+/// Rewrites the tiny llama with `edit` applied to its writer.
+fn load_edited(name: &str, edit: impl FnOnce(&hearth_gguf::Gguf<&[u8]>) -> GgufWriter) -> Result<Model<Cpu>, Error> {
+    let bytes = tiny_model("llama");
+    let g = hearth_gguf::parse(&bytes).unwrap();
+    let out = edit(&g).to_bytes().unwrap();
+    Model::load(write_temp(name, &out), Cpu::new())
+}
+
+fn all_logits(m: &Model<Cpu>, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = m.new_cache(64, 1, KvType::F32).unwrap();
+    let mut ws = Workspace::new(&m.backend);
+    let mut b = Batch::new();
+    b.push(0, 0, tokens, Logits::All).unwrap();
+    m.forward(&b, &mut cache, &mut ws).unwrap().to_vec()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn prefill_equals_token_by_token_decode() {
+    let prompt = tiny_prompt();
+    for arch in ARCHS {
+        let m = load(arch);
+        let full = all_logits(&m, &prompt);
+        assert!(full.iter().all(|x| x.is_finite()));
+        let mut cache = m.new_cache(64, 1, KvType::F32).unwrap();
+        let mut ws = Workspace::new(&m.backend);
+        let mut b = Batch::new();
+        // A prefill of the first 10 tokens, then one token at a time.
+        b.push(0, 0, &prompt[..10], Logits::Last).unwrap();
+        let first = m.forward(&b, &mut cache, &mut ws).unwrap().to_vec();
+        let d = max_abs_diff(&first, &full[9 * N_VOCAB..10 * N_VOCAB]);
+        assert!(d < 1e-3, "{arch}: prefill's last logits differ by {d}");
+        for (i, &t) in prompt.iter().enumerate().skip(10) {
+            b.clear();
+            b.push(0, i, &[t], Logits::Last).unwrap();
+            let step = m.forward(&b, &mut cache, &mut ws).unwrap();
+            let d = max_abs_diff(step, &full[i * N_VOCAB..(i + 1) * N_VOCAB]);
+            assert!(d < 1e-3, "{arch}: decode at position {i} differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn sequences_in_one_batch_do_not_see_each_other() {
+    let m = load("qwen2");
+    let prompt = tiny_prompt();
+    let (a, b) = (&prompt[..13], &prompt[5..]);
+    let want_a = all_logits(&m, a);
+    let want_b = all_logits(&m, b);
+    let mut cache = m.new_cache(64, 2, KvType::F32).unwrap();
+    let mut ws = Workspace::new(&m.backend);
+    let mut batch = Batch::new();
+    batch.push(1, 0, b, Logits::Last).unwrap();
+    batch.push(0, 0, a, Logits::All).unwrap();
+    let got = m.forward(&batch, &mut cache, &mut ws).unwrap();
+    assert_eq!(got.len(), (1 + a.len()) * N_VOCAB);
+    let d = max_abs_diff(&got[..N_VOCAB], &want_b[(b.len() - 1) * N_VOCAB..]);
+    assert!(d < 1e-3, "sequence 1 differs by {d}");
+    let d = max_abs_diff(&got[N_VOCAB..], &want_a);
+    assert!(d < 1e-3, "sequence 0 differs by {d}");
+}
+
+/// An f16 cache rounds keys and values to 11 bits. The difference it makes
+/// to the logits is small, but not tiny: every later activation is rounded
+/// to 8 bits before the next quantized product, and a perturbation flips
+/// some of those roundings (measured: NMSE 2e-5..1e-4, largest difference
+/// 3% of the largest logit). So the test bounds the NMSE, not each value.
+#[test]
+fn f16_cache_is_close_to_f32() {
+    let m = load("llama");
+    let prompt = tiny_prompt();
+    let f32_logits = all_logits(&m, &prompt);
+    let mut cache = m.new_cache(64, 1, KvType::F16).unwrap();
+    let mut ws = Workspace::new(&m.backend);
+    let mut b = Batch::new();
+    b.push(0, 0, &prompt, Logits::All).unwrap();
+    let f16_logits = m.forward(&b, &mut cache, &mut ws).unwrap();
+    let err: f64 = f16_logits.iter().zip(&f32_logits).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let norm: f64 = f32_logits.iter().map(|b| (*b as f64).powi(2)).sum();
+    let nmse = err / norm;
+    eprintln!("f16 vs f32 cache: NMSE {nmse:e}");
+    assert!(nmse < 1e-3, "f16 KV cache moved logits by NMSE {nmse}");
+    assert!(nmse > 0.0, "the f16 cache was not used");
+}
+
+#[test]
+fn context_overflow_is_an_error() {
+    let m = load("llama");
+    let mut cache = m.new_cache(8, 1, KvType::F16).unwrap();
+    let mut ws = Workspace::new(&m.backend);
+    let mut b = Batch::new();
+    b.push(0, 0, &tiny_prompt()[..9], Logits::Last).unwrap();
+    let e = m.forward(&b, &mut cache, &mut ws).unwrap_err();
+    assert!(matches!(e, Error::ContextOverflow { needed: 9, n_ctx: 8, .. }), "{e}");
+    // A gap in positions is refused too.
+    b.clear();
+    b.push(0, 3, &[5], Logits::Last).unwrap();
+    assert!(matches!(m.forward(&b, &mut cache, &mut ws), Err(Error::Batch(_))));
+    // An id outside the vocabulary is an error, not a panic.
+    b.clear();
+    b.push(0, 0, &[N_VOCAB as u32], Logits::Last).unwrap();
+    assert!(m.forward(&b, &mut cache, &mut ws).is_err());
+}
+
+#[test]
+fn load_errors_name_the_tensor_or_architecture() {
+    let e = load_edited("missing", |g| {
+        let mut w = GgufWriter::from_gguf(g).unwrap();
+        w = without_tensor(g, w, "blk.1.ffn_up.weight");
+        w
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(&e, Error::MissingTensor { name } if name == "blk.1.ffn_up.weight"), "{e}");
+
+    let e = load_edited("arch", |g| {
+        let mut w = GgufWriter::new();
+        for (k, v) in g.metadata() {
+            let v = if k == "general.architecture" { Value::from("mamba9") } else { v.to_value().unwrap() };
+            w.kv(k, v);
+        }
+        w
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(&e, Error::UnsupportedArchitecture { arch, .. } if arch == "mamba9"), "{e}");
+    assert!(e.to_string().contains("gemma3"), "lists what is supported: {e}");
+
+    let e = load_edited("shape", |g| {
+        let mut w = GgufWriter::new();
+        for (k, v) in g.metadata() {
+            let v = if k == "llama.feed_forward_length" { Value::U32(1024) } else { v.to_value().unwrap() };
+            w.kv(k, v);
+        }
+        for t in g.tensors() {
+            w.tensor(t.info.name.clone(), t.info.ggml_type, &t.info.dims, t.data);
+        }
+        w
+    })
+    .err()
+    .unwrap();
+    assert!(matches!(&e, Error::TensorShape { name, .. } if name == "blk.0.ffn_gate.weight"), "{e}");
+}
+
+fn without_tensor(g: &hearth_gguf::Gguf<&[u8]>, _w: GgufWriter, skip: &str) -> GgufWriter {
+    let mut w = GgufWriter::new();
+    for (k, v) in g.metadata() {
+        w.kv(k, v.to_value().unwrap());
+    }
+    for t in g.tensors().filter(|t| t.info.name != skip) {
+        w.tensor(t.info.name.clone(), t.info.ggml_type, &t.info.dims, t.data);
+    }
+    w
+}
+
+/// llama.cpp's logits for the same files (tests/fixtures/tiny/reference.json,
+/// made by make_reference.py). Both engines quantize activations to 8 bits
+/// for the quantized weights, so the bounds are those of the Gemma test.
+#[test]
+fn tiny_models_match_llama_cpp() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/reference.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let prompt: Vec<u32> = reference["prompt"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert_eq!(prompt, tiny_prompt(), "the fixture was made for this prompt");
+    for arch in ARCHS {
+        let m = load(arch);
+        let ours = all_logits(&m, &prompt);
+        let rows = reference["logits"][arch].as_array().unwrap();
+        let (mut sum, mut max, mut n) = (0f64, 0f32, 0usize);
+        for (pos, row) in rows.iter().enumerate() {
+            let want: Vec<f32> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let got = &ours[pos * N_VOCAB..(pos + 1) * N_VOCAB];
+            for (g, w) in got.iter().zip(&want) {
+                let d = (g - w).abs();
+                sum += d as f64;
+                max = max.max(d);
+                n += 1;
+            }
+        }
+        let mean = sum / n as f64;
+        eprintln!("{arch}: mean |d| {mean:.4}, max |d| {max:.4}");
+        assert!(mean <= 0.3 && max <= 3.5, "{arch}: mean {mean}, max {max}");
+    }
+}
+
+#[test]
+fn model_file_is_shared_not_copied() {
+    let m = load("llama");
+    // The weights hold the mapping; the model holds one more reference.
+    assert!(Arc::strong_count(&m.file) > 1);
+}

@@ -1,0 +1,508 @@
+//! Q4_K: 256 values in 8 sub-blocks of 32, `x = d * sc_j * q - dmin * m_j`
+//! with 4-bit `q` and 6-bit sub-block scales `sc_j` and mins `m_j`.
+//!
+//! Layout (`block_q4_K` in ggml-common.h, 144 bytes):
+//! `{ ggml_half d; ggml_half dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t
+//! qs[QK_K/2]; }`. The 12 scale bytes pack 8 scales and 8 mins of 6 bits
+//! (see `get_scale_min_k4`). Each 32 bytes of `qs` hold two sub-blocks: the
+//! low nibbles the first, the high nibbles the second.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::kquants::{get_scale_min_k4, make_qkx2_quants, nearest_int, pack_scale_min_k4};
+use super::q8_k::BlockQ8K;
+use super::{
+    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot, QK_K,
+};
+
+/// Bytes of packed scales and mins (`K_SCALE_SIZE`).
+pub const K_SCALE_SIZE: usize = 12;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ4K {
+    /// f16 super-block scale for the sub-block scales, little-endian.
+    pub d: [u8; 2],
+    /// f16 super-block scale for the sub-block mins, little-endian.
+    pub dmin: [u8; 2],
+    pub scales: [u8; K_SCALE_SIZE],
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(size_of::<BlockQ4K>() == 144);
+
+impl BlockQ4K {
+    /// The scale of the sub-block scales.
+    #[inline(always)]
+    pub fn d(&self) -> f32 {
+        f16_le(self.d)
+    }
+    /// The scale of the sub-block mins.
+    #[inline(always)]
+    pub fn dmin(&self) -> f32 {
+        f16_le(self.dmin)
+    }
+    /// The 6-bit scale and min of sub-block `j` (0..8).
+    #[inline(always)]
+    pub fn scale_min(&self, j: usize) -> (u8, u8) {
+        get_scale_min_k4(j, &self.scales)
+    }
+}
+
+/// ggml's `dequantize_row_q4_K`.
+pub fn dequantize_row_q4_K(x: &[BlockQ4K], y: &mut [f32]) -> Result<(), QuantError> {
+    check_len(Format::Q4_K, QK_K, x.len(), y.len())?;
+    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d = b.d();
+        let min = b.dmin();
+        for (k, (q, y)) in
+            b.qs.chunks_exact(32)
+                .zip(y.chunks_exact_mut(64))
+                .enumerate()
+        {
+            let (sc, m) = b.scale_min(2 * k);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            let (sc, m) = b.scale_min(2 * k + 1);
+            let (d2, m2) = (d * sc as f32, min * m as f32);
+            let (lo, hi) = y.split_at_mut(32);
+            for l in 0..32 {
+                lo[l] = d1 * (q[l] & 0xF) as f32 - m1;
+                hi[l] = d2 * (q[l] >> 4) as f32 - m2;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ggml's `quantize_row_q4_K_ref`: per sub-block `make_qkx2_quants(32, 15,
+/// weights = sqrt(mean x^2) + |x|, rmin -1, rdelta 0.1, 20 steps)`, then the
+/// 8 scales and mins quantized to 6 bits against their maxima, then every
+/// value re-quantized against the rounded scales.
+pub fn quantize_row_q4_K(x: &[f32], y: &mut [BlockQ4K]) -> Result<(), QuantError> {
+    check_len(Format::Q4_K, QK_K, y.len(), x.len())?;
+    let mut l = [0u8; QK_K];
+    let mut laux = [0u8; 32];
+    let mut weights = [0.0f32; 32];
+    let mut mins = [0.0f32; QK_K / 32];
+    let mut scales = [0.0f32; QK_K / 32];
+    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut max_scale = 0.0f32;
+        let mut max_min = 0.0f32;
+        for j in 0..QK_K / 32 {
+            let xs = &x[32 * j..32 * j + 32];
+            let mut sum_x2 = 0.0f32;
+            for &v in xs {
+                sum_x2 += v * v;
+            }
+            let av_x = (sum_x2 / 32.0).sqrt();
+            for (w, &v) in weights.iter_mut().zip(xs) {
+                *w = av_x + v.abs();
+            }
+            let (scale, min) = make_qkx2_quants(
+                15,
+                xs,
+                &weights,
+                &mut l[32 * j..32 * j + 32],
+                &mut laux,
+                -1.0,
+                0.1,
+                20,
+                false,
+            );
+            scales[j] = scale;
+            mins[j] = min;
+            if scale > max_scale {
+                max_scale = scale;
+            }
+            if min > max_min {
+                max_min = min;
+            }
+        }
+
+        let inv_scale = if max_scale > 0.0 {
+            63.0 / max_scale
+        } else {
+            0.0
+        };
+        let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+        let mut ls = [0u8; 8];
+        let mut lm = [0u8; 8];
+        for j in 0..QK_K / 32 {
+            // ggml stores nearest_int's int in a uint8_t, then clamps.
+            ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+            lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        }
+        b.scales = pack_scale_min_k4(&ls, &lm);
+        b.d = f16_bytes(max_scale / 63.0);
+        b.dmin = f16_bytes(max_min / 63.0);
+
+        for j in 0..QK_K / 32 {
+            let (sc, m) = b.scale_min(j);
+            let d = b.d() * sc as f32;
+            if d == 0.0 {
+                continue;
+            }
+            let dm = b.dmin() * m as f32;
+            for ii in 0..32 {
+                let q = nearest_int((x[32 * j + ii] + dm) / d);
+                l[32 * j + ii] = q.clamp(0, 15) as u8;
+            }
+        }
+
+        for (k, q) in b.qs.chunks_exact_mut(32).enumerate() {
+            let base = 64 * k;
+            for i in 0..32 {
+                q[i] = l[base + i] | (l[base + i + 32] << 4);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The integer parts of one block's dot product, as
+/// `ggml_vec_dot_q4_K_q8_K_generic` forms them: the eight lane sums
+/// `aux32[l] = sum_j sc_j * sum_{i = l mod 8} q4 * q8` and
+/// `sumi = sum_j bsum_j * m_{j/2}`.
+#[inline(always)]
+pub(crate) fn block_isums(x: &BlockQ4K, y: &BlockQ8K) -> ([i32; 8], i32) {
+    let mut aux8 = [0i8; QK_K];
+    for (k, q) in x.qs.chunks_exact(32).enumerate() {
+        for l in 0..32 {
+            aux8[64 * k + l] = (q[l] & 0xF) as i8;
+            aux8[64 * k + 32 + l] = (q[l] >> 4) as i8;
+        }
+    }
+    let mut scales = [0i32; 8];
+    let mut mins = [0i32; 8];
+    for j in 0..8 {
+        let (sc, m) = x.scale_min(j);
+        scales[j] = sc as i32;
+        mins[j] = m as i32;
+    }
+    let mut sumi = 0i32;
+    for j in 0..QK_K / 16 {
+        sumi += y.bsum(j) as i32 * mins[j / 2];
+    }
+    let mut aux32 = [0i32; 8];
+    for (j, (a, q8)) in aux8.chunks_exact(32).zip(y.qs.chunks_exact(32)).enumerate() {
+        let scale = scales[j];
+        for (a, q8) in a.chunks_exact(8).zip(q8.chunks_exact(8)) {
+            for l in 0..8 {
+                aux32[l] += scale * (q8[l] as i32 * a[l] as i32);
+            }
+        }
+    }
+    (aux32, sumi)
+}
+
+/// ggml's `ggml_vec_dot_q4_K_q8_K_generic`: eight i32 lanes per block,
+/// scaled into eight f32 partial sums, the mins subtracted as they come.
+fn scalar_row(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let (aux32, sumi) = block_isums(bx, by);
+        let d = bx.d() * by.d();
+        for l in 0..8 {
+            sums[l] += d * aux32[l] as f32;
+        }
+        let dmin = bx.dmin() * by.d();
+        sumf -= dmin * sumi as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
+
+/// The dot product of a Q4_K weight row with a Q8_K activation row: ggml's
+/// `ggml_vec_dot_q4_K_q8_K_generic`, or the SIMD variant of this CPU (picked
+/// once, see [`simd`]).
+pub fn vec_dot_q4_K_q8_K(x: &[BlockQ4K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
+    check_pair(x, y)?;
+    Ok(simd::dispatch()(x, y))
+}
+
+impl Block for BlockQ4K {
+    const FORMAT: Format = Format::Q4_K;
+    const QK: usize = QK_K;
+    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
+        dequantize_row_q4_K(x, y)
+    }
+}
+
+impl Quantize for BlockQ4K {
+    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
+        quantize_row_q4_K(x, y)
+    }
+}
+
+impl VecDot<BlockQ8K> for BlockQ4K {
+    fn vec_dot(w: &[Self], a: &[BlockQ8K]) -> Result<f32, QuantError> {
+        vec_dot_q4_K_q8_K(w, a)
+    }
+}
+
+/// SIMD variants of `vec_dot_q4_K_q8_K`, picked at run time once.
+///
+/// Per block they form the same two integers as the scalar code, exactly:
+/// `sum_j sc_j * sum_{i in j} q4_i * q8_i` (nibbles times i8 via `maddubs`,
+/// at most 2 * 15 * 128 per i16 pair, so it never saturates, then scaled
+/// into i32 lanes by `madd` or VNNI's `vpdpwssd`) and
+/// `sum_j bsum_j * m_{j/2}`; [`simd::isum_kernel`] exposes
+/// them for testing. The f32 part (`d * isum - dmin * summ`) is kept in
+/// per-lane partial sums, so the row result differs from the scalar loop by
+/// rounding only.
+pub mod simd {
+    use std::sync::OnceLock;
+
+    use super::{BlockQ4K, BlockQ8K};
+
+    /// A dot product over two rows already checked to have equal length.
+    pub type Kernel = fn(&[BlockQ4K], &[BlockQ8K]) -> f32;
+    /// `(sum_j sc_j * dot_j, sum_j bsum_j * m_{j/2})` of one pair of blocks.
+    pub type IsumKernel = fn(&BlockQ4K, &BlockQ8K) -> (i32, i32);
+
+    /// The ISAs this module has a variant for, best last.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Isa {
+        Scalar,
+        Avx2,
+        Avx512Vnni,
+    }
+
+    fn scalar_isums(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
+        let (aux32, sumi) = super::block_isums(x, y);
+        (aux32.iter().sum(), sumi)
+    }
+
+    /// The ISAs usable on this CPU, scalar first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|&isa| kernel(isa).is_some())
+            .collect()
+    }
+
+    /// The row kernel for `isa`, or `None` if this CPU lacks it.
+    pub fn kernel(isa: Isa) -> Option<Kernel> {
+        match isa {
+            Isa::Scalar => Some(super::scalar_row as Kernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2 as Kernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni as Kernel),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The per-block integer kernel for `isa`, or `None` if this CPU lacks it.
+    pub fn isum_kernel(isa: Isa) -> Option<IsumKernel> {
+        match isa {
+            Isa::Scalar => Some(scalar_isums as IsumKernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2::new().map(|_| x86::isums_avx2 as IsumKernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::isums_avx512_vnni as IsumKernel),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The best ISA of this CPU, chosen on first use and cached.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
+    }
+
+    pub(super) fn dispatch() -> Kernel {
+        static KERNEL: OnceLock<Kernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| kernel(best()).unwrap_or(super::scalar_row))
+    }
+
+    // AVX-512 intrinsics: stable since Rust 1.89, newer than the MSRV.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::incompatible_msrv)]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        use super::{BlockQ4K, BlockQ8K};
+        use crate::quant::x86_util::{
+            has_avx512_vnni, hsum_f32_256, hsum_f32_512, hsum_i32_256, hsum_i32_512,
+        };
+
+        /// Proof that AVX2 is available.
+        #[derive(Clone, Copy)]
+        pub struct Avx2(());
+        impl Avx2 {
+            pub fn new() -> Option<Self> {
+                is_x86_feature_detected!("avx2").then_some(Avx2(()))
+            }
+        }
+
+        /// Proof that AVX-512 F/BW/VL with VNNI is available.
+        #[derive(Clone, Copy)]
+        pub struct Avx512Vnni(());
+        impl Avx512Vnni {
+            pub fn new() -> Option<Self> {
+                has_avx512_vnni().then_some(Avx512Vnni(()))
+            }
+        }
+
+        /// `sum_j bsum_j * m_{j/2}`, and the 8 sub-block scales.
+        #[inline(always)]
+        fn mins_and_scales(x: &BlockQ4K, y: &BlockQ8K) -> (i32, [u8; 8]) {
+            let mut scales = [0u8; 8];
+            let mut summ = 0i32;
+            for j in 0..8 {
+                let (sc, m) = x.scale_min(j);
+                scales[j] = sc;
+                summ += (y.bsum(2 * j) as i32 + y.bsum(2 * j + 1) as i32) * m as i32;
+            }
+            (summ, scales)
+        }
+
+        pub fn avx2(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            match Avx2::new() {
+                // SAFETY: the CPU supports AVX2 (just detected).
+                Some(_) => unsafe { avx2_row(x, y) },
+                None => super::super::scalar_row(x, y),
+            }
+        }
+
+        pub fn isums_avx2(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
+            match Avx2::new() {
+                Some(_) => {
+                    let (summ, scales) = mins_and_scales(x, y);
+                    // SAFETY: the CPU supports AVX2 (just detected).
+                    let lanes = unsafe { lanes_avx2(x, y, &scales) };
+                    // SAFETY: as above.
+                    (unsafe { hsum_i32_256(lanes) }, summ)
+                }
+                None => super::scalar_isums(x, y),
+            }
+        }
+
+        pub fn avx512_vnni(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            match Avx512Vnni::new() {
+                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI (just detected).
+                Some(_) => unsafe { avx512_row(x, y) },
+                None => super::super::scalar_row(x, y),
+            }
+        }
+
+        pub fn isums_avx512_vnni(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
+            match Avx512Vnni::new() {
+                Some(_) => {
+                    let (summ, scales) = mins_and_scales(x, y);
+                    // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI (just detected).
+                    let lanes = unsafe { lanes_avx512(x, y, &scales) };
+                    // SAFETY: as above.
+                    (unsafe { hsum_i32_512(lanes) }, summ)
+                }
+                None => super::scalar_isums(x, y),
+            }
+        }
+
+        /// Eight i32 lanes summing to `sum_j sc_j * sum_{i in j} q4_i * q8_i`.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn lanes_avx2(x: &BlockQ4K, y: &BlockQ8K, scales: &[u8; 8]) -> __m256i {
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut acc = _mm256_setzero_si256();
+            for k in 0..4 {
+                // SAFETY: 32 bytes of `qs` and 2 x 32 bytes of `y.qs` from
+                // offsets inside the arrays; `loadu` needs no alignment.
+                let (q4, q8_lo, q8_hi) = unsafe {
+                    (
+                        _mm256_loadu_si256(x.qs.as_ptr().add(32 * k).cast()),
+                        _mm256_loadu_si256(y.qs.as_ptr().add(64 * k).cast()),
+                        _mm256_loadu_si256(y.qs.as_ptr().add(64 * k + 32).cast()),
+                    )
+                };
+                let lo = _mm256_and_si256(q4, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
+                let p_lo = _mm256_maddubs_epi16(lo, q8_lo);
+                let p_hi = _mm256_maddubs_epi16(hi, q8_hi);
+                let s_lo = _mm256_set1_epi16(scales[2 * k] as i16);
+                let s_hi = _mm256_set1_epi16(scales[2 * k + 1] as i16);
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_lo, s_lo));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_hi, s_hi));
+            }
+            acc
+        }
+
+        /// # Safety
+        /// The CPU must support AVX2.
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2_row(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            let mut summ = 0.0f32;
+            for (bx, by) in x.iter().zip(y) {
+                let (mins, scales) = mins_and_scales(bx, by);
+                let d = _mm256_set1_ps(bx.d() * by.d());
+                // SAFETY: AVX2 is enabled for this function.
+                let lanes = unsafe { lanes_avx2(bx, by, &scales) };
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+                summ -= bx.dmin() * by.d() * mins as f32;
+            }
+            hsum_f32_256(acc) + summ
+        }
+
+        /// Sixteen i32 lanes summing to `sum_j sc_j * sum_{i in j} q4_i * q8_i`:
+        /// per 64 values, `maddubs` (nibble x i8 pairs to i16, at most
+        /// 2 * 15 * 128, no saturation) then `vpdpwssd` multiplies the pairs
+        /// by the sub-block scale and adds them into the i32 lanes.
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL and VNNI.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn lanes_avx512(x: &BlockQ4K, y: &BlockQ8K, scales: &[u8; 8]) -> __m512i {
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut acc = _mm512_setzero_si512();
+            for k in 0..4 {
+                // SAFETY: 32 bytes of `qs` and 64 bytes of `y.qs` from
+                // offsets inside the arrays; `loadu` needs no alignment.
+                let (q4, q8) = unsafe {
+                    (
+                        _mm256_loadu_si256(x.qs.as_ptr().add(32 * k).cast()),
+                        _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()),
+                    )
+                };
+                // Values 64k..64k+32 are the low nibbles, the next 32 the
+                // high ones: the same order as the 64 activation bytes.
+                let lo = _mm256_and_si256(q4, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
+                let q4 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                let p16 = _mm512_maddubs_epi16(q4, q8);
+                let sc = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_set1_epi16(scales[2 * k] as i16)),
+                    _mm256_set1_epi16(scales[2 * k + 1] as i16),
+                );
+                acc = _mm512_dpwssd_epi32(acc, p16, sc);
+            }
+            acc
+        }
+
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL and VNNI.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn avx512_row(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            let mut acc = _mm512_setzero_ps();
+            let mut summ = 0.0f32;
+            for (bx, by) in x.iter().zip(y) {
+                let (mins, scales) = mins_and_scales(bx, by);
+                let d = _mm512_set1_ps(bx.d() * by.d());
+                // SAFETY: the features are enabled for this function.
+                let lanes = unsafe { lanes_avx512(bx, by, &scales) };
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes)));
+                summ -= bx.dmin() * by.d() * mins as f32;
+            }
+            hsum_f32_512(acc) + summ
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Q5_K: as Q4_K with a fifth bit per value: `x = d * sc_j * q - dmin * m_j`
+//! with 5-bit `q`.
+//!
+//! Layout (`block_q5_K` in ggml-common.h, 176 bytes):
+//! `{ ggml_half d; ggml_half dmin; uint8_t scales[K_SCALE_SIZE]; uint8_t
+//! qh[QK_K/8]; uint8_t qs[QK_K/2]; }`. Low nibbles as Q4_K; bit `k` of
+//! `qh[l]` is the fifth bit of value `32*k + l`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::kquants::{get_scale_min_k4, make_qkx2_quants, nearest_int, pack_scale_min_k4};
+use super::q4_k::K_SCALE_SIZE;
+use super::q8_k::BlockQ8K;
+use super::{
+    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot, QK_K,
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ5K {
+    /// f16 super-block scale for the sub-block scales, little-endian.
+    pub d: [u8; 2],
+    /// f16 super-block scale for the sub-block mins, little-endian.
+    pub dmin: [u8; 2],
+    pub scales: [u8; K_SCALE_SIZE],
+    /// Fifth bits.
+    pub qh: [u8; QK_K / 8],
+    /// Low 4 bits.
+    pub qs: [u8; QK_K / 2],
+}
+const _: () = assert!(size_of::<BlockQ5K>() == 176);
+
+impl BlockQ5K {
+    /// The scale of the sub-block scales.
+    #[inline(always)]
+    pub fn d(&self) -> f32 {
+        f16_le(self.d)
+    }
+    /// The scale of the sub-block mins.
+    #[inline(always)]
+    pub fn dmin(&self) -> f32 {
+        f16_le(self.dmin)
+    }
+    /// The 6-bit scale and min of sub-block `j` (0..8).
+    #[inline(always)]
+    pub fn scale_min(&self, j: usize) -> (u8, u8) {
+        get_scale_min_k4(j, &self.scales)
+    }
+    /// The 256 unsigned 5-bit quants, in value order.
+    #[inline(always)]
+    fn values(&self) -> [i8; QK_K] {
+        let mut a = [0i8; QK_K];
+        for (k, q) in self.qs.chunks_exact(32).enumerate() {
+            let (u1, u2) = (1u8 << (2 * k), 2u8 << (2 * k));
+            for l in 0..32 {
+                let h1 = if self.qh[l] & u1 != 0 { 16 } else { 0 };
+                let h2 = if self.qh[l] & u2 != 0 { 16 } else { 0 };
+                a[64 * k + l] = ((q[l] & 0xF) + h1) as i8;
+                a[64 * k + 32 + l] = ((q[l] >> 4) + h2) as i8;
+            }
+        }
+        a
+    }
+}
+
+/// ggml's `dequantize_row_q5_K`.
+pub fn dequantize_row_q5_K(x: &[BlockQ5K], y: &mut [f32]) -> Result<(), QuantError> {
+    check_len(Format::Q5_K, QK_K, x.len(), y.len())?;
+    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d = b.d();
+        let min = b.dmin();
+        let q = b.values();
+        for (j, (q, y)) in q.chunks_exact(32).zip(y.chunks_exact_mut(32)).enumerate() {
+            let (sc, m) = b.scale_min(j);
+            let (d1, m1) = (d * sc as f32, min * m as f32);
+            for (y, &q) in y.iter_mut().zip(q) {
+                *y = d1 * q as f32 - m1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ggml's `quantize_row_q5_K_ref`: as Q4_K with `nmax = 31` and the search
+/// `make_qkx2_quants(rmin -0.5, rdelta 0.1, 15 steps)`.
+pub fn quantize_row_q5_K(x: &[f32], y: &mut [BlockQ5K]) -> Result<(), QuantError> {
+    check_len(Format::Q5_K, QK_K, y.len(), x.len())?;
+    let mut l = [0u8; QK_K];
+    let mut laux = [0u8; 32];
+    let mut weights = [0.0f32; 32];
+    let mut mins = [0.0f32; QK_K / 32];
+    let mut scales = [0.0f32; QK_K / 32];
+    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut max_scale = 0.0f32;
+        let mut max_min = 0.0f32;
+        for j in 0..QK_K / 32 {
+            let xs = &x[32 * j..32 * j + 32];
+            let mut sum_x2 = 0.0f32;
+            for &v in xs {
+                sum_x2 += v * v;
+            }
+            let av_x = (sum_x2 / 32.0).sqrt();
+            for (w, &v) in weights.iter_mut().zip(xs) {
+                *w = av_x + v.abs();
+            }
+            let (scale, min) = make_qkx2_quants(
+                31,
+                xs,
+                &weights,
+                &mut l[32 * j..32 * j + 32],
+                &mut laux,
+                -0.5,
+                0.1,
+                15,
+                false,
+            );
+            scales[j] = scale;
+            mins[j] = min;
+            if scale > max_scale {
+                max_scale = scale;
+            }
+            if min > max_min {
+                max_min = min;
+            }
+        }
+
+        let inv_scale = if max_scale > 0.0 {
+            63.0 / max_scale
+        } else {
+            0.0
+        };
+        let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+        let mut ls = [0u8; 8];
+        let mut lm = [0u8; 8];
+        for j in 0..QK_K / 32 {
+            // ggml stores nearest_int's int in a uint8_t, then clamps.
+            ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+            lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        }
+        b.scales = pack_scale_min_k4(&ls, &lm);
+        b.d = f16_bytes(max_scale / 63.0);
+        b.dmin = f16_bytes(max_min / 63.0);
+
+        for j in 0..QK_K / 32 {
+            let (sc, m) = b.scale_min(j);
+            let d = b.d() * sc as f32;
+            if d == 0.0 {
+                continue;
+            }
+            let dm = b.dmin() * m as f32;
+            for ii in 0..32 {
+                let q = nearest_int((x[32 * j + ii] + dm) / d);
+                l[32 * j + ii] = q.clamp(0, 31) as u8;
+            }
+        }
+
+        b.qh = [0; QK_K / 8];
+        for (k, ql) in b.qs.chunks_exact_mut(32).enumerate() {
+            let (m1, m2) = (1u8 << (2 * k), 2u8 << (2 * k));
+            for j in 0..32 {
+                let mut l1 = l[64 * k + j];
+                if l1 > 15 {
+                    l1 -= 16;
+                    b.qh[j] |= m1;
+                }
+                let mut l2 = l[64 * k + j + 32];
+                if l2 > 15 {
+                    l2 -= 16;
+                    b.qh[j] |= m2;
+                }
+                ql[j] = l1 | (l2 << 4);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ggml's `ggml_vec_dot_q5_K_q8_K_generic`.
+pub fn vec_dot_q5_K_q8_K(x: &[BlockQ5K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
+    check_pair(x, y)?;
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let a = bx.values();
+        let mut scales = [0i32; 8];
+        let mut mins = [0i32; 8];
+        for j in 0..8 {
+            let (sc, m) = bx.scale_min(j);
+            scales[j] = sc as i32;
+            mins[j] = m as i32;
+        }
+        let mut sumi = 0i32;
+        for j in 0..QK_K / 16 {
+            sumi += by.bsum(j) as i32 * mins[j / 2];
+        }
+        let mut aux32 = [0i32; 8];
+        for (j, (a, q8)) in a.chunks_exact(32).zip(by.qs.chunks_exact(32)).enumerate() {
+            for (a, q8) in a.chunks_exact(8).zip(q8.chunks_exact(8)) {
+                for l in 0..8 {
+                    aux32[l] += scales[j] * (q8[l] as i32 * a[l] as i32);
+                }
+            }
+        }
+        let d = bx.d() * by.d();
+        for l in 0..8 {
+            sums[l] += d * aux32[l] as f32;
+        }
+        let dmin = bx.dmin() * by.d();
+        sumf -= dmin * sumi as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    Ok(sumf)
+}
+
+impl Block for BlockQ5K {
+    const FORMAT: Format = Format::Q5_K;
+    const QK: usize = QK_K;
+    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
+        dequantize_row_q5_K(x, y)
+    }
+}
+
+impl Quantize for BlockQ5K {
+    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
+        quantize_row_q5_K(x, y)
+    }
+}
+
+impl VecDot<BlockQ8K> for BlockQ5K {
+    fn vec_dot(w: &[Self], a: &[BlockQ8K]) -> Result<f32, QuantError> {
+        vec_dot_q5_K_q8_K(w, a)
+    }
+}

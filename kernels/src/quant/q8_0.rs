@@ -1,0 +1,347 @@
+//! Q8_0: 32 values as `d * q` with one f16 scale and 32 signed bytes.
+//!
+//! Layout (`block_q8_0` in ggml-common.h, 34 bytes):
+//! `{ ggml_half d; int8_t qs[QK8_0]; }`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{
+    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot,
+};
+
+/// Values per block (`QK8_0`).
+pub const QK8_0: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ8_0 {
+    /// f16 scale, little-endian.
+    pub d: [u8; 2],
+    pub qs: [i8; QK8_0],
+}
+const _: () = assert!(size_of::<BlockQ8_0>() == 34);
+
+impl BlockQ8_0 {
+    /// The scale as f32.
+    #[inline(always)]
+    pub fn d(&self) -> f32 {
+        f16_le(self.d)
+    }
+}
+
+/// ggml's `dequantize_row_q8_0`: `y = d * q`.
+pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) -> Result<(), QuantError> {
+    check_len(Format::Q8_0, QK8_0, x.len(), y.len())?;
+    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK8_0)) {
+        let d = b.d();
+        for (y, &q) in y.iter_mut().zip(&b.qs) {
+            *y = q as f32 * d;
+        }
+    }
+    Ok(())
+}
+
+/// ggml's `quantize_row_q8_0_ref`: `d = amax / 127`, `q = roundf(x / d)`
+/// (round half away from zero).
+pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) -> Result<(), QuantError> {
+    check_len(Format::Q8_0, QK8_0, y.len(), x.len())?;
+    for (x, b) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16_bytes(d);
+        for (q, &v) in b.qs.iter_mut().zip(x) {
+            *q = (v * id).round() as i8;
+        }
+    }
+    Ok(())
+}
+
+/// The integer dot product of two blocks' quants, `sum qx * qy`.
+#[inline(always)]
+pub(crate) fn block_isum(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
+    x.qs.iter()
+        .zip(&y.qs)
+        .map(|(&a, &b)| a as i32 * b as i32)
+        .sum()
+}
+
+/// The dot product of a Q8_0 weight row with a Q8_0 activation row: ggml's
+/// `ggml_vec_dot_q8_0_q8_0_generic` (per block `sumf += isum * (dx * dy)`),
+/// or the SIMD variant of this CPU (picked once, see [`simd`]).
+pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> Result<f32, QuantError> {
+    check_pair(x, y)?;
+    Ok(simd::dispatch()(x, y))
+}
+
+impl Block for BlockQ8_0 {
+    const FORMAT: Format = Format::Q8_0;
+    const QK: usize = QK8_0;
+    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
+        dequantize_row_q8_0(x, y)
+    }
+}
+
+impl Quantize for BlockQ8_0 {
+    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
+        quantize_row_q8_0(x, y)
+    }
+}
+
+impl VecDot<BlockQ8_0> for BlockQ8_0 {
+    fn vec_dot(w: &[Self], a: &[BlockQ8_0]) -> Result<f32, QuantError> {
+        vec_dot_q8_0_q8_0(w, a)
+    }
+}
+
+/// SIMD variants of `vec_dot_q8_0_q8_0`, picked at run time once.
+///
+/// The AVX2 variant widens the quants to i16 and multiplies pairs into i32
+/// lanes with `madd`; the AVX-512 one takes two blocks per `vpdpbusd` with a
+/// +128 offset. Both are exact for every i8 input, -128 included (ggml's
+/// `maddubs` sign trick is not, for -128). The lanes of one
+/// block sum to exactly the scalar integer dot product ([`simd::isum_kernel`]
+/// exposes that sum for testing); the kernels then scale each lane by
+/// `dx * dy` and keep per-lane f32 partial sums, reduced once at the end, so
+/// the final f32 differs from the scalar loop by rounding only.
+pub mod simd {
+    use std::sync::OnceLock;
+
+    use super::BlockQ8_0;
+
+    /// A dot product over two rows already checked to have equal length.
+    pub type Kernel = fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32;
+    /// The integer dot product of one pair of blocks.
+    pub type IsumKernel = fn(&BlockQ8_0, &BlockQ8_0) -> i32;
+
+    /// The ISAs this module has a variant for, best last.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Isa {
+        Scalar,
+        Avx2,
+        Avx512Vnni,
+    }
+
+    /// ggml's `ggml_vec_dot_q8_0_q8_0_generic`.
+    fn scalar(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+        let mut sumf = 0.0f32;
+        for (bx, by) in x.iter().zip(y) {
+            sumf += super::block_isum(bx, by) as f32 * (bx.d() * by.d());
+        }
+        sumf
+    }
+
+    /// The ISAs usable on this CPU, scalar first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
+            .into_iter()
+            .filter(|&isa| kernel(isa).is_some())
+            .collect()
+    }
+
+    /// The row kernel for `isa`, or `None` if this CPU lacks it.
+    pub fn kernel(isa: Isa) -> Option<Kernel> {
+        match isa {
+            Isa::Scalar => Some(scalar as Kernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2 as Kernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni as Kernel),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The per-block integer kernel for `isa`, or `None` if this CPU lacks it.
+    pub fn isum_kernel(isa: Isa) -> Option<IsumKernel> {
+        match isa {
+            Isa::Scalar => Some(super::block_isum as IsumKernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2::new().map(|_| x86::isum_avx2 as IsumKernel),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::isum_avx512_vnni as IsumKernel),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The best ISA of this CPU, chosen on first use and cached.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
+    }
+
+    pub(super) fn dispatch() -> Kernel {
+        static KERNEL: OnceLock<Kernel> = OnceLock::new();
+        *KERNEL.get_or_init(|| kernel(best()).unwrap_or(scalar))
+    }
+
+    // AVX-512 intrinsics: stable since Rust 1.89, newer than the MSRV.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::incompatible_msrv)]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        use super::BlockQ8_0;
+        use crate::quant::x86_util::{hsum_f32_256, hsum_f32_512, hsum_i32_256};
+
+        /// Proof that AVX2 is available.
+        #[derive(Clone, Copy)]
+        pub struct Avx2(());
+        impl Avx2 {
+            pub fn new() -> Option<Self> {
+                is_x86_feature_detected!("avx2").then_some(Avx2(()))
+            }
+        }
+
+        /// Proof that AVX-512 F/BW/VL with VNNI is available.
+        #[derive(Clone, Copy)]
+        pub struct Avx512Vnni(());
+        impl Avx512Vnni {
+            pub fn new() -> Option<Self> {
+                crate::quant::x86_util::has_avx512_vnni().then_some(Avx512Vnni(()))
+            }
+        }
+
+        pub fn avx2(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            match Avx2::new() {
+                // SAFETY: the CPU supports AVX2 (just detected).
+                Some(_) => unsafe { avx2_row(x, y) },
+                None => super::scalar(x, y),
+            }
+        }
+
+        pub fn isum_avx2(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
+            match Avx2::new() {
+                // SAFETY: the CPU supports AVX2 (just detected).
+                Some(_) => unsafe { hsum_i32_256(lanes_avx2(x, y)) },
+                None => super::super::block_isum(x, y),
+            }
+        }
+
+        pub fn avx512_vnni(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            match Avx512Vnni::new() {
+                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI (just detected).
+                Some(_) => unsafe { avx512_row(x, y) },
+                None => super::scalar(x, y),
+            }
+        }
+
+        pub fn isum_avx512_vnni(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
+            match Avx512Vnni::new() {
+                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI (just detected).
+                Some(_) => unsafe {
+                    hsum_i32_256(_mm512_castsi512_si256(pair_lanes_avx512(x, x, y, y)))
+                },
+                None => super::super::block_isum(x, y),
+            }
+        }
+
+        /// Eight i32 lanes summing to the block's integer dot product.
+        ///
+        /// # Safety
+        /// The CPU must support AVX2.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn lanes_avx2(bx: &BlockQ8_0, by: &BlockQ8_0) -> __m256i {
+            // SAFETY: `qs` is 32 readable bytes and `loadu` needs no alignment.
+            let (qx, qy) = unsafe {
+                (
+                    _mm256_loadu_si256(bx.qs.as_ptr().cast()),
+                    _mm256_loadu_si256(by.qs.as_ptr().cast()),
+                )
+            };
+            let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
+            let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
+            let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
+            let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
+            // Each i32 lane: two i16 products, |sum| <= 2 * 128 * 128.
+            _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
+        }
+
+        /// # Safety
+        /// The CPU must support AVX2.
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2_row(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm256_setzero_ps();
+            for (bx, by) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(bx.d() * by.d());
+                // SAFETY: AVX2 is enabled for this function.
+                let lanes = unsafe { lanes_avx2(bx, by) };
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+            }
+            hsum_f32_256(acc)
+        }
+
+        /// Sixteen i32 lanes: lanes 0..8 sum to the integer dot product of
+        /// `xa`, `ya`, lanes 8..16 to that of `xb`, `yb`. `vpdpbusd` wants an
+        /// unsigned operand, so it computes `x * y = (x + 128) * y - 128 * y`
+        /// (`x ^ 0x80` is `x + 128` as a u8 for every i8, -128 included):
+        /// exact, each lane at most 4 * 255 * 128 before the subtraction.
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL and VNNI.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn pair_lanes_avx512(
+            xa: &BlockQ8_0,
+            xb: &BlockQ8_0,
+            ya: &BlockQ8_0,
+            yb: &BlockQ8_0,
+        ) -> __m512i {
+            // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
+            // alignment.
+            let (qx, qy) = unsafe {
+                (
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_loadu_si256(xa.qs.as_ptr().cast())),
+                        _mm256_loadu_si256(xb.qs.as_ptr().cast()),
+                    ),
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
+                        _mm256_loadu_si256(yb.qs.as_ptr().cast()),
+                    ),
+                )
+            };
+            let zero = _mm512_setzero_si512();
+            let ux = _mm512_xor_si512(qx, _mm512_set1_epi8(-128));
+            let sxy = _mm512_dpbusd_epi32(zero, ux, qy);
+            let sy = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), qy);
+            _mm512_sub_epi32(sxy, _mm512_slli_epi32::<7>(sy))
+        }
+
+        /// `[a; 8]` in the low half, `[b; 8]` in the high half.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn halves_ps(a: f32, b: f32) -> __m512 {
+            let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a)));
+            let hi = _mm256_castps_pd(_mm256_set1_ps(b));
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, hi))
+        }
+
+        /// Two blocks per step; an odd last block pairs with itself, its
+        /// copy weighted 0.
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL and VNNI.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn avx512_row(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            let mut acc = _mm512_setzero_ps();
+            let mut px = x.chunks_exact(2);
+            let mut py = y.chunks_exact(2);
+            for (bx, by) in (&mut px).zip(&mut py) {
+                let d = halves_ps(bx[0].d() * by[0].d(), bx[1].d() * by[1].d());
+                // SAFETY: the features are enabled for this function.
+                let lanes = unsafe { pair_lanes_avx512(&bx[0], &bx[1], &by[0], &by[1]) };
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes)));
+            }
+            if let (Some(bx), Some(by)) = (px.remainder().first(), py.remainder().first()) {
+                let d = halves_ps(bx.d() * by.d(), 0.0);
+                // SAFETY: the features are enabled for this function.
+                let lanes = unsafe { pair_lanes_avx512(bx, bx, by, by) };
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes)));
+            }
+            hsum_f32_512(acc)
+        }
+    }
+}

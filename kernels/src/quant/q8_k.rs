@@ -1,0 +1,97 @@
+//! Q8_K: the activation format of the K-quant dot products. 256 values with
+//! an f32 scale and the sums of each group of 16 quants, which the K-quant
+//! dot products use to fold in their per-sub-block minimums.
+//!
+//! Layout (`block_q8_K` in ggml-common.h, 292 bytes):
+//! `{ float d; int8_t qs[QK_K]; int16_t bsums[QK_K/16]; }`. It is an
+//! in-memory format (never in a GGUF file); fields are kept as bytes anyway
+//! so the block has alignment 1 like every other block here.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::kquants::nearest_int;
+use super::{check_len, Block, Format, QuantError, Quantize, QK_K};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ8K {
+    /// f32 scale, little-endian.
+    pub d: [u8; 4],
+    pub qs: [i8; QK_K],
+    /// i16 sums of each 16 consecutive quants, little-endian.
+    pub bsums: [u8; QK_K / 16 * 2],
+}
+const _: () = assert!(size_of::<BlockQ8K>() == 292);
+
+impl BlockQ8K {
+    /// The scale.
+    #[inline(always)]
+    pub fn d(&self) -> f32 {
+        f32::from_le_bytes(self.d)
+    }
+
+    /// Sum of quants `16*j .. 16*j+16`.
+    #[inline(always)]
+    pub fn bsum(&self, j: usize) -> i16 {
+        i16::from_le_bytes([self.bsums[2 * j], self.bsums[2 * j + 1]])
+    }
+}
+
+/// ggml's `dequantize_row_q8_K`: `y = d * q`.
+pub fn dequantize_row_q8_K(x: &[BlockQ8K], y: &mut [f32]) -> Result<(), QuantError> {
+    check_len(Format::Q8_K, QK_K, x.len(), y.len())?;
+    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+        let d = b.d();
+        for (y, &q) in y.iter_mut().zip(&b.qs) {
+            *y = d * q as f32;
+        }
+    }
+    Ok(())
+}
+
+/// ggml's `quantize_row_q8_K_ref`: `iscale = -127 / max` where `max` is the
+/// value of largest magnitude (so it maps to -127 exactly), `q =
+/// min(127, nearest_int(iscale * x))`, `d = 1 / iscale`, plus the 16 group
+/// sums. An all-zero block gets `d = 0` and zero sums.
+pub fn quantize_row_q8_K(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), QuantError> {
+    check_len(Format::Q8_K, QK_K, y.len(), x.len())?;
+    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut max = 0.0f32;
+        let mut amax = 0.0f32;
+        for &v in x {
+            let ax = v.abs();
+            if ax > amax {
+                amax = ax;
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *b = BlockQ8K::zeroed();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in b.qs.iter_mut().zip(x) {
+            *q = nearest_int(iscale * v).min(127) as i8;
+        }
+        for j in 0..QK_K / 16 {
+            let sum: i32 = b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum();
+            b.bsums[2 * j..2 * j + 2].copy_from_slice(&(sum as i16).to_le_bytes());
+        }
+        b.d = (1.0 / iscale).to_le_bytes();
+    }
+    Ok(())
+}
+
+impl Block for BlockQ8K {
+    const FORMAT: Format = Format::Q8_K;
+    const QK: usize = QK_K;
+    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
+        dequantize_row_q8_K(x, y)
+    }
+}
+
+impl Quantize for BlockQ8K {
+    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
+        quantize_row_q8_K(x, y)
+    }
+}

@@ -1,0 +1,237 @@
+//! Each SIMD variant of a dot product against the scalar reference, on
+//! random blocks of every kind (the full i8 range, -128 included, which
+//! ggml's own quantizers never emit but a file may hold), for row lengths
+//! from one block up, odd counts included.
+//!
+//! The integer sum of each block must match exactly. The row result is f32
+//! arithmetic in a different order (per-lane partial sums reduced at the
+//! end), so it is compared by normalized error: `|simd - scalar| /
+//! sum_b |d_b * isum_b|` must be at most 1e-6.
+
+use hearth_kernels::quant::{q4_k, q8_0, BlockQ4K, BlockQ8K, BlockQ8_0};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn fill(&mut self, bytes: &mut [u8]) {
+        for b in bytes {
+            *b = self.next_u64() as u8;
+        }
+    }
+    /// A finite f16 scale around 0.01, either sign.
+    fn f16_scale(&mut self) -> [u8; 2] {
+        let v = ((self.next_u64() % 2001) as f32 - 1000.0) * 1e-5;
+        half::f16::from_f32(v).to_bits().to_le_bytes()
+    }
+}
+
+fn random_q8_0(rng: &mut Rng, n: usize) -> Vec<BlockQ8_0> {
+    (0..n)
+        .map(|_| {
+            let mut qs = [0u8; 32];
+            rng.fill(&mut qs);
+            BlockQ8_0 {
+                d: rng.f16_scale(),
+                qs: qs.map(|b| b as i8),
+            }
+        })
+        .collect()
+}
+
+fn normalized_error(got: f32, want: f32, scale: f64) -> f64 {
+    if scale == 0.0 {
+        return (got as f64 - want as f64).abs();
+    }
+    (got as f64 - want as f64).abs() / scale
+}
+
+#[test]
+fn q8_0_isa_list_starts_with_scalar_and_includes_the_best() {
+    let isas = q8_0::simd::available();
+    assert_eq!(isas[0], q8_0::simd::Isa::Scalar);
+    assert_eq!(isas.last(), Some(&q8_0::simd::best()));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        assert!(isas.contains(&q8_0::simd::Isa::Avx2));
+    }
+}
+
+#[test]
+fn q8_0_block_integer_sums_match_scalar_exactly() {
+    let mut rng = Rng(11);
+    let scalar = q8_0::simd::isum_kernel(q8_0::simd::Isa::Scalar).unwrap();
+    // Extremes first: all -128 times all -128 is the largest sum.
+    let mut blocks = vec![
+        BlockQ8_0 {
+            d: [0, 0x3c],
+            qs: [-128; 32],
+        },
+        BlockQ8_0 {
+            d: [0, 0x3c],
+            qs: [127; 32],
+        },
+    ];
+    blocks.extend(random_q8_0(&mut rng, 500));
+    for isa in q8_0::simd::available() {
+        let simd = q8_0::simd::isum_kernel(isa).unwrap();
+        for x in &blocks {
+            for y in blocks.iter().take(20) {
+                assert_eq!(simd(x, y), scalar(x, y), "{isa:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_0_rows_match_scalar_by_normalized_error() {
+    let mut rng = Rng(12);
+    let isum = q8_0::simd::isum_kernel(q8_0::simd::Isa::Scalar).unwrap();
+    let scalar = q8_0::simd::kernel(q8_0::simd::Isa::Scalar).unwrap();
+    for n in (1..=40).chain([63, 64, 65, 257]) {
+        let x = random_q8_0(&mut rng, n);
+        let y = random_q8_0(&mut rng, n);
+        let want = scalar(&x, &y);
+        let scale: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a.d() as f64 * b.d() as f64 * isum(a, b) as f64).abs())
+            .sum();
+        for isa in q8_0::simd::available() {
+            let got = q8_0::simd::kernel(isa).unwrap()(&x, &y);
+            let e = normalized_error(got, want, scale);
+            assert!(e <= 1e-6, "{isa:?}, {n} blocks: {got} vs {want}, error {e}");
+        }
+        // The public entry point dispatches to one of them.
+        let got = q8_0::vec_dot_q8_0_q8_0(&x, &y).unwrap();
+        assert!(normalized_error(got, want, scale) <= 1e-6);
+    }
+}
+
+fn random_q4_k(rng: &mut Rng, n: usize) -> Vec<BlockQ4K> {
+    (0..n)
+        .map(|_| {
+            let mut b = BlockQ4K {
+                d: rng.f16_scale(),
+                dmin: rng.f16_scale(),
+                scales: [0; 12],
+                qs: [0; 128],
+            };
+            rng.fill(&mut b.scales);
+            rng.fill(&mut b.qs);
+            b
+        })
+        .collect()
+}
+
+/// Random Q8_K blocks over the full i8 range, with `bsums` consistent with
+/// `qs` as `quantize_row_q8_K` makes them.
+fn random_q8_k(rng: &mut Rng, n: usize) -> Vec<BlockQ8K> {
+    (0..n)
+        .map(|_| {
+            let mut qs = [0u8; 256];
+            rng.fill(&mut qs);
+            let qs = qs.map(|b| b as i8);
+            let mut bsums = [0u8; 32];
+            for j in 0..16 {
+                let s: i32 = qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum();
+                bsums[2 * j..2 * j + 2].copy_from_slice(&(s as i16).to_le_bytes());
+            }
+            let d = ((rng.next_u64() % 2001) as f32 - 1000.0) * 1e-5;
+            BlockQ8K {
+                d: d.to_le_bytes(),
+                qs,
+                bsums,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn q4_k_isa_list_starts_with_scalar_and_includes_the_best() {
+    let isas = q4_k::simd::available();
+    assert_eq!(isas[0], q4_k::simd::Isa::Scalar);
+    assert_eq!(isas.last(), Some(&q4_k::simd::best()));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        assert!(isas.contains(&q4_k::simd::Isa::Avx2));
+    }
+}
+
+#[test]
+fn q4_k_block_integer_sums_match_scalar_exactly() {
+    let mut rng = Rng(21);
+    let scalar = q4_k::simd::isum_kernel(q4_k::simd::Isa::Scalar).unwrap();
+    let mut xs = random_q4_k(&mut rng, 200);
+    let mut ys = random_q8_k(&mut rng, 20);
+    // Extremes: every nibble 15 and every scale/min 63 against all -128.
+    xs.push(BlockQ4K {
+        d: [0, 0x3c],
+        dmin: [0, 0x3c],
+        scales: [0xFF; 12],
+        qs: [0xFF; 128],
+    });
+    let mut extreme = random_q8_k(&mut rng, 1).remove(0);
+    extreme.qs = [-128; 256];
+    for j in 0..16 {
+        extreme.bsums[2 * j..2 * j + 2].copy_from_slice(&(-2048i16).to_le_bytes());
+    }
+    ys.push(extreme);
+    for isa in q4_k::simd::available() {
+        let simd = q4_k::simd::isum_kernel(isa).unwrap();
+        for x in &xs {
+            for y in &ys {
+                assert_eq!(simd(x, y), scalar(x, y), "{isa:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn q4_k_rows_match_scalar_by_normalized_error() {
+    let mut rng = Rng(22);
+    let isum = q4_k::simd::isum_kernel(q4_k::simd::Isa::Scalar).unwrap();
+    let scalar = q4_k::simd::kernel(q4_k::simd::Isa::Scalar).unwrap();
+    for n in (1..=12).chain([31, 32, 33]) {
+        let x = random_q4_k(&mut rng, n);
+        let y = random_q8_k(&mut rng, n);
+        let want = scalar(&x, &y);
+        let scale: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| {
+                let (s, m) = isum(a, b);
+                (a.d() as f64 * b.d() as f64 * s as f64).abs()
+                    + (a.dmin() as f64 * b.d() as f64 * m as f64).abs()
+            })
+            .sum();
+        for isa in q4_k::simd::available() {
+            let got = q4_k::simd::kernel(isa).unwrap()(&x, &y);
+            let e = normalized_error(got, want, scale);
+            assert!(e <= 1e-6, "{isa:?}, {n} blocks: {got} vs {want}, error {e}");
+        }
+        let got = q4_k::vec_dot_q4_K_q8_K(&x, &y).unwrap();
+        assert!(normalized_error(got, want, scale) <= 1e-6);
+    }
+}
+
+/// The dispatcher picks the AVX-512 VNNI variant exactly when the CPU has
+/// it (so a default build runs the fast path where it lands).
+#[test]
+fn avx512_vnni_is_used_where_the_cpu_has_it() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni");
+        assert_eq!(q8_0::simd::best() == q8_0::simd::Isa::Avx512Vnni, has);
+        assert_eq!(q4_k::simd::best() == q4_k::simd::Isa::Avx512Vnni, has);
+    }
+}
