@@ -338,3 +338,10 @@ fn format_count(n: u64) -> String {
         n => n.to_string(),
     }
 }
+
+/// Which instruction sets the CPU kernels picked on this machine (chosen
+/// once at run time).
+pub fn cpu_kernels() -> String {
+    let ops = hearth_kernels::ops::Isa::detect().name();
+    format!("ops: {ops}; rayon threads: {}", rayon::current_num_threads())
+}

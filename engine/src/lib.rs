@@ -6,8 +6,10 @@ pub mod batch;
 pub mod chat;
 pub mod error;
 pub mod info;
+pub mod logits;
 pub mod model;
 pub mod sampler;
+pub mod session;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
