@@ -39,10 +39,13 @@ impl<'m, B: Backend> Session<'m, B> {
         })
     }
 
-    /// Sets the most tokens evaluated in one forward pass.
-    pub fn with_batch_size(mut self, n_batch: usize) -> Self {
+    /// Sets the most tokens evaluated in one forward pass (the cache, empty
+    /// at this point, is remade to take batches that large).
+    pub fn with_batch_size(mut self, n_batch: usize, kv_type: KvType) -> Result<Self> {
         self.n_batch = n_batch.max(1);
-        self
+        self.cache = self.model.new_cache_with_batch(self.n_ctx, 1, kv_type, self.n_batch)?;
+        self.tokens.clear();
+        Ok(self)
     }
 
     pub fn model(&self) -> &'m Model<B> {

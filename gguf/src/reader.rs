@@ -589,7 +589,7 @@ pub(crate) fn parse_index(bytes: &[u8]) -> Result<Index> {
         .at(Location::Header));
     }
     for t in &tensors {
-        if t.data_offset % alignment != 0 {
+        if !t.data_offset.is_multiple_of(alignment) {
             return Err(GgufError::MisalignedTensor {
                 tensor: t.name.clone(),
                 data_offset: t.data_offset,

@@ -132,23 +132,41 @@ impl KvStore {
     }
 }
 
-/// Per sequence and layer, `n_ctx` rows of keys and values; slot `p` holds
-/// position `p`.
+/// Per sequence and layer, a ring of `spec.capacity(layer)` rows of keys
+/// and values: position `p` lives in slot `p % capacity`, and each slot
+/// records its position. A global layer's ring holds the whole context
+/// (slot = position); a sliding-window layer's holds its window plus one
+/// batch, so a long context costs memory only in the global layers.
+///
+/// Why stale slots are never wrongly visible: a query at `q` sees positions
+/// `q - window < p <= q` (or all `p <= q`). Every such `p` was written by the
+/// sequence's current history, after anything older in that slot, and a
+/// later overwrite of that slot would be a position above `q + window - 1`
+/// (hidden as the future) — which `Batch` sizes bounded by `n_batch`
+/// guarantee. Leftovers of a truncated history sit at positions above `q`,
+/// hidden as the future too, until the new history overwrites them.
 pub struct CpuCache {
     spec: CacheSpec,
     /// `[seq][layer]`.
     k: Vec<Vec<KvStore>>,
     v: Vec<Vec<KvStore>>,
+    /// `[seq][layer]`: the position held by each slot.
+    slot_pos: Vec<Vec<Vec<i32>>>,
+    /// `[seq][layer]`: slots ever written (a prefix of the ring).
+    written: Vec<Vec<usize>>,
     /// Filled positions per sequence.
     len: Vec<usize>,
-    /// `0, 1, 2, ...`: the positions of the slots.
-    positions: Vec<i32>,
 }
 
 impl CpuCache {
     /// Filled positions of sequence `seq`.
     pub fn seq_len(&self, seq: usize) -> usize {
         self.len.get(seq).copied().unwrap_or(0)
+    }
+
+    /// Rows of keys and values held per layer (all sequences).
+    pub fn capacity(&self, layer: usize) -> usize {
+        self.spec.capacity(layer)
     }
 }
 
@@ -219,21 +237,20 @@ impl Backend for Cpu {
     }
 
     fn new_cache(&self, spec: &CacheSpec) -> Result<CpuCache> {
-        let n = spec
-            .n_ctx
-            .checked_mul(spec.kv_dim)
+        let sizes = (0..spec.n_layer)
+            .map(|l| spec.capacity(l).checked_mul(spec.kv_dim))
+            .collect::<Option<Vec<usize>>>()
             .ok_or_else(|| Error::Other("KV cache size overflows".into()))?;
-        let layers = |_| {
-            (0..spec.n_layer)
-                .map(|_| KvStore::new(spec.kv_type, n))
-                .collect::<Vec<_>>()
-        };
+        let stores = || (0..spec.n_seq).map(|_| sizes.iter().map(|&n| KvStore::new(spec.kv_type, n)).collect()).collect();
         Ok(CpuCache {
-            spec: *spec,
-            k: (0..spec.n_seq).map(layers).collect(),
-            v: (0..spec.n_seq).map(layers).collect(),
+            spec: spec.clone(),
+            k: stores(),
+            v: stores(),
+            slot_pos: (0..spec.n_seq)
+                .map(|_| (0..spec.n_layer).map(|l| vec![0; spec.capacity(l)]).collect())
+                .collect(),
+            written: vec![vec![0; spec.n_layer]; spec.n_seq],
             len: vec![0; spec.n_seq],
-            positions: (0..spec.n_ctx as i32).collect(),
         })
     }
 
@@ -325,7 +342,7 @@ impl Backend for Cpu {
 
     fn rms_norm_heads(&self, x: &mut CpuTensor, w: &CpuWeight, eps: f32) -> Result<()> {
         let w = w.vector()?;
-        if w.is_empty() || x.cols % w.len() != 0 {
+        if w.is_empty() || !x.cols.is_multiple_of(w.len()) {
             return Err(Error::Other(format!(
                 "rms_norm_heads: head norm of {} does not divide rows of {}",
                 w.len(),
@@ -366,22 +383,21 @@ impl Backend for Cpu {
         p: &AttentionParams,
         out: &mut CpuTensor,
     ) -> Result<()> {
-        let spec = cache.spec;
+        let spec = &cache.spec;
         check_cols("attention keys", k.cols, spec.kv_dim)?;
         check_cols("attention values", v.cols, spec.kv_dim)?;
         check_cols("attention queries", q.cols, p.n_head * p.head_dim)?;
         if layer >= spec.n_layer {
             return Err(Error::Other(format!("layer {layer} is not in the cache")));
         }
+        let (kd, cap, windowed) = (spec.kv_dim, spec.capacity(layer), spec.windows.get(layer).copied().flatten().is_some());
         out.resize(q.rows, q.cols);
         let mut scratch = self.attn_scratch.lock().unwrap_or_else(|e| e.into_inner());
         for s in batch.spans() {
-            let filled = *cache.len.get(s.seq).ok_or_else(|| {
-                Error::Batch(format!(
-                    "sequence {} is not in the cache (it holds {})",
-                    s.seq, spec.n_seq
-                ))
-            })?;
+            let filled = *cache
+                .len
+                .get(s.seq)
+                .ok_or_else(|| Error::Batch(format!("sequence {} is not in the cache (it holds {})", s.seq, spec.n_seq)))?;
             if s.pos0 > filled {
                 return Err(Error::Batch(format!(
                     "sequence {} continues at position {} but holds only {filled}",
@@ -396,48 +412,46 @@ impl Backend for Cpu {
                     n_ctx: spec.n_ctx,
                 });
             }
-            let kd = spec.kv_dim;
-            cache.k[s.seq][layer].write(s.pos0 * kd, &k.data[s.start * kd..(s.start + s.len) * kd]);
-            cache.v[s.seq][layer].write(s.pos0 * kd, &v.data[s.start * kd..(s.start + s.len) * kd]);
+            if windowed && s.len > spec.n_batch {
+                return Err(Error::Batch(format!(
+                    "{} tokens of sequence {} in one batch; this cache takes at most {}",
+                    s.len, s.seq, spec.n_batch
+                )));
+            }
+            let slot_pos = &mut cache.slot_pos[s.seq][layer];
+            for (i, pos) in (s.pos0..end).enumerate() {
+                let slot = pos % cap;
+                let row = s.start + i;
+                cache.k[s.seq][layer].write(slot * kd, &k.data[row * kd..(row + 1) * kd]);
+                cache.v[s.seq][layer].write(slot * kd, &v.data[row * kd..(row + 1) * kd]);
+                slot_pos[slot] = pos as i32;
+            }
+            let written = &mut cache.written[s.seq][layer];
+            *written = (*written).max(end.min(cap));
+            // A global layer sees exactly the positions below `end`; a ring
+            // relies on the window and the causal mask (see `CpuCache`).
+            let n = if cap == spec.n_ctx && !windowed { end } else { *written };
             let (qs, os) = (s.start * q.cols, (s.start + s.len) * q.cols);
             let positions = &batch.positions()[s.start..s.start + s.len];
-            let pos = &cache.positions[..end];
+            let pos = &slot_pos[..n];
             match (&cache.k[s.seq][layer], &cache.v[s.seq][layer]) {
                 (KvStore::F16(kc), KvStore::F16(vc)) => {
                     let kv = KvCache {
-                        k: &kc[..end * kd],
-                        v: &vc[..end * kd],
+                        k: &kc[..n * kd],
+                        v: &vc[..n * kd],
                         pos,
                     };
-                    attention_par(
-                        p,
-                        &q.data[qs..os],
-                        positions,
-                        &kv,
-                        &mut out.data[qs..os],
-                        &mut scratch,
-                    )?;
+                    attention_par(p, &q.data[qs..os], positions, &kv, &mut out.data[qs..os], &mut scratch)?;
                 }
                 (KvStore::F32(kc), KvStore::F32(vc)) => {
                     let kv = KvCache {
-                        k: &kc[..end * kd],
-                        v: &vc[..end * kd],
+                        k: &kc[..n * kd],
+                        v: &vc[..n * kd],
                         pos,
                     };
-                    attention_par(
-                        p,
-                        &q.data[qs..os],
-                        positions,
-                        &kv,
-                        &mut out.data[qs..os],
-                        &mut scratch,
-                    )?;
+                    attention_par(p, &q.data[qs..os], positions, &kv, &mut out.data[qs..os], &mut scratch)?;
                 }
-                _ => {
-                    return Err(Error::Other(
-                        "KV cache keys and values differ in type".into(),
-                    ))
-                }
+                _ => return Err(Error::Other("KV cache keys and values differ in type".into())),
             }
         }
         Ok(())

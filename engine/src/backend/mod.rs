@@ -41,8 +41,9 @@ pub enum KvType {
     F32,
 }
 
-/// Shape of a KV cache: per sequence and layer, `n_ctx` rows of `kv_dim`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Shape of a KV cache: per sequence and layer, rows of `kv_dim` keys and
+/// values for up to `n_ctx` positions.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheSpec {
     pub n_layer: usize,
     pub n_seq: usize,
@@ -50,6 +51,22 @@ pub struct CacheSpec {
     /// `n_head_kv * head_dim`.
     pub kv_dim: usize,
     pub kv_type: KvType,
+    /// Per layer, the sliding window if the layer has one: such a layer keeps
+    /// only `window + n_batch` rows (a ring), not `n_ctx`.
+    pub windows: Vec<Option<usize>>,
+    /// Most tokens of one sequence in one batch.
+    pub n_batch: usize,
+}
+
+impl CacheSpec {
+    /// Rows kept for `layer`: a windowed layer needs the window behind the
+    /// first query of a batch plus the batch itself.
+    pub fn capacity(&self, layer: usize) -> usize {
+        match self.windows.get(layer).copied().flatten() {
+            Some(w) => self.n_ctx.min(w.saturating_add(self.n_batch)),
+            None => self.n_ctx,
+        }
+    }
 }
 
 /// A compute backend. See the module docs.

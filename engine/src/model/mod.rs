@@ -43,7 +43,7 @@ impl HParams {
         let n_head_kv = g
             .get_opt_as(&key("attention.head_count_kv"))?
             .unwrap_or(n_head);
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+        if n_head == 0 || n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
             return Err(Error::HyperParameter {
                 key: key("attention.head_count_kv"),
                 reason: format!("{n_head} query heads are not a multiple of {n_head_kv} KV heads"),
@@ -202,15 +202,32 @@ impl<B: Backend> Model<B> {
         })
     }
 
-    /// A KV cache for `n_seq` sequences of up to `n_ctx` tokens.
+    /// A KV cache for `n_seq` sequences of up to `n_ctx` tokens, taking
+    /// batches of up to [`DEFAULT_BATCH`](crate::session::DEFAULT_BATCH)
+    /// tokens per sequence.
     pub fn new_cache(&self, n_ctx: usize, n_seq: usize, kv_type: KvType) -> Result<B::Cache> {
+        self.new_cache_with_batch(n_ctx, n_seq, kv_type, crate::session::DEFAULT_BATCH)
+    }
+
+    /// A KV cache taking batches of up to `n_batch` tokens per sequence.
+    pub fn new_cache_with_batch(&self, n_ctx: usize, n_seq: usize, kv_type: KvType, n_batch: usize) -> Result<B::Cache> {
         self.backend.new_cache(&CacheSpec {
             n_layer: self.hparams.n_layer,
             n_seq,
             n_ctx,
             kv_dim: self.hparams.kv_dim(),
             kv_type,
+            windows: self.layer_windows(),
+            n_batch: n_batch.max(1),
         })
+    }
+
+    /// Per layer, the sliding window of its attention, if any.
+    pub fn layer_windows(&self) -> Vec<Option<usize>> {
+        match &self.arch {
+            Arch::Gemma3(m) => m.layer_windows(),
+            Arch::Llama(_) => vec![None; self.hparams.n_layer],
+        }
     }
 
     /// Runs `batch` through the model, storing its keys and values in

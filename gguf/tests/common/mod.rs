@@ -136,7 +136,7 @@ impl Raw {
     }
     /// Pads to a multiple of `a` with zeros.
     pub fn pad(&mut self, a: usize) -> &mut Self {
-        while self.0.len() % a != 0 {
+        while !self.0.len().is_multiple_of(a) {
             self.0.push(0);
         }
         self

@@ -201,7 +201,7 @@ fn mix_scalar<T: KvElem>(acc: &mut [f32], c: f32, w: &[f32], v: &[T], rows: &[us
 /// and their value rows through one pass over the accumulator.
 const TILE: usize = 16;
 // The SIMD `exp_tile`s take the tile in whole 8- and 16-lane vectors.
-const _: () = assert!(TILE % 16 == 0);
+const _: () = assert!(TILE.is_multiple_of(16));
 
 /// `x = e^x` on a tile of scores.
 #[inline]
@@ -246,7 +246,7 @@ fn check<T>(
             detail,
         })
     };
-    if p.head_dim == 0 || p.n_head == 0 || p.n_head_kv == 0 || p.n_head % p.n_head_kv != 0 {
+    if p.head_dim == 0 || p.n_head == 0 || p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv) {
         return err(format!(
             "n_head {} must be a non-zero multiple of n_head_kv {}, head_dim {} non-zero",
             p.n_head, p.n_head_kv, p.head_dim
@@ -298,7 +298,7 @@ const MAX_BLOCK: usize = 16;
 fn block_len(group: usize) -> usize {
     (1..=group.min(MAX_BLOCK))
         .rev()
-        .find(|b| group % b == 0)
+        .find(|b| group.is_multiple_of(*b))
         .unwrap_or(1)
 }
 
@@ -525,7 +525,7 @@ pub fn attention_par<T: KvElem>(
     scratch: &mut AttentionScratch,
 ) -> Result<(), ShapeError> {
     let n_kv = kv.pos.len();
-    let n_blocks = if p.n_head_kv == 0 || p.n_head % p.n_head_kv != 0 {
+    let n_blocks = if p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv) {
         1 // invalid; `check` reports it below
     } else {
         q_pos.len() * p.n_head / block_len(p.n_head / p.n_head_kv)

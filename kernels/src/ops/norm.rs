@@ -78,7 +78,7 @@ pub fn rms_norm_heads_inplace(x: &mut [f32], w: &[f32], eps: f32) {
 pub fn rms_norm_heads_inplace_with(isa: Isa, x: &mut [f32], w: &[f32], eps: f32) {
     let head_dim = w.len();
     assert!(
-        head_dim > 0 && x.len() % head_dim == 0,
+        head_dim > 0 && x.len().is_multiple_of(head_dim),
         "rms_norm_heads: row of {} is not a whole number of heads of {head_dim}",
         x.len()
     );

@@ -64,7 +64,7 @@ impl Rope {
         ordering: RopeOrdering,
     ) -> Result<Rope, ShapeError> {
         let err = |detail: String| Err(ShapeError { op: "rope", detail });
-        if n_rot == 0 || n_rot % 2 != 0 || n_rot > head_dim || n_rot > MAX_N_ROT {
+        if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > head_dim || n_rot > MAX_N_ROT {
             return err(format!(
                 "n_rot {n_rot} must be even, non-zero and at most head_dim {head_dim} \
                  and {MAX_N_ROT}"
