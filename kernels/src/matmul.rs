@@ -9,10 +9,33 @@
 //! block of weight rows and runs every token against each row while it is hot
 //! in L1, so a weight row is read from memory once per call, not once per
 //! token.
+//!
+//! The formats with SIMD kernels (Q8_0, Q5_0, Q4_K, Q6_K: what a Q4_K_M
+//! model holds) take a typed path: the matrix and the activations are cast
+//! to blocks once per call and the dispatched kernels are called directly,
+//! with no per-row checks or `Result`s. That path computes tiles:
+//!
+//! - one token (decode, a GEMV): four weight rows against the activation
+//!   row (`kernel_rows4`: the activation blocks, their sums and scales are
+//!   loaded once per four rows), the rows of the next tile prefetched, as
+//!   the whole matrix streams from memory once per call;
+//! - many tokens (prefill): two weight rows against four activation rows
+//!   (`kernel2x4`: each weight block is unpacked once per four tokens, each
+//!   activation block loaded once per two rows), over token blocks of about
+//!   L1 size; an odd last row takes `kernel4`, the last one to three tokens
+//!   the one-row kernel.
+//!
+//! Every tile computes each of its outputs with exactly the operations of
+//! the one-row kernel, so the result does not depend on the tiling or the
+//! token count (tests/matmul.rs checks this bit for bit). The other formats
+//! go through the byte-level `vec_dot` of the kernel table.
 
 use rayon::prelude::*;
 
-use crate::quant::{kernels, Format, QuantError};
+use crate::quant::{
+    blocks_from_bytes, kernels, q4_k, q5_0, q6_k, q8_0, Block, BlockQ4K, BlockQ5_0, BlockQ6K,
+    BlockQ8K, BlockQ8_0, Format, QuantError,
+};
 
 /// A weight matrix of `rows` rows of `cols` values, stored row after row in
 /// `format` (a GGUF tensor with `dims = [cols, rows]`).
@@ -127,6 +150,12 @@ pub fn matmul(
     let vec_dot = k.vec_dot_with(act_format)?;
     let quantize = kernels(act_format).quantizer()?;
     let act_row = act_format.row_size(cols)?;
+    if n_tokens == 0 || rows == 0 || cols == 0 {
+        // Nothing to compute (and no zero-sized chunks to split into): an
+        // empty sum is zero.
+        out.fill(0.0);
+        return Ok(());
+    }
 
     scratch.act.resize(n_tokens * act_row, 0);
     if n_tokens == 1 {
@@ -140,6 +169,10 @@ pub fn matmul(
     }
     let act = &scratch.act;
     let chunk = rows_per_task(rows, n_tokens);
+
+    if let Some(run) = tiled_kernels(w.format) {
+        return run(w, act, n_tokens, out, &mut scratch.tmp, chunk);
+    }
 
     if n_tokens == 1 {
         return out
@@ -172,6 +205,187 @@ pub fn matmul(
             Ok::<(), QuantError>(())
         })?;
     let tmp = &scratch.tmp;
+    out.par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
+        for (r, o) in o.iter_mut().enumerate() {
+            *o = tmp[r * n_tokens + t];
+        }
+    });
+    Ok(())
+}
+
+/// One weight row against one activation row.
+type One<W, A> = fn(&[W], &[A]) -> f32;
+/// One weight row against four activation rows.
+type Four<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
+/// Four weight rows against one activation row.
+type Rows4<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
+/// Two weight rows against four activation rows.
+type Tile2x4<W, A> = fn([&[W]; 2], [&[A]; 4]) -> [[f32; 4]; 2];
+
+/// A weight block with SIMD kernels for one weight row against one or
+/// four activation rows, four weight rows against one, and a 2x4 tile (the
+/// dispatched variants of this CPU, all bit-identical per output).
+trait Tiled: Block + Sync {
+    /// The activation block of its dot product.
+    type Act: Block + Sync;
+    fn one() -> One<Self, Self::Act>;
+    fn four() -> Four<Self, Self::Act>;
+    fn rows4() -> Rows4<Self, Self::Act>;
+    fn tile2x4() -> Tile2x4<Self, Self::Act>;
+}
+
+macro_rules! tiled {
+    ($w:ty, $a:ty, $module:ident) => {
+        impl Tiled for $w {
+            type Act = $a;
+            fn one() -> One<Self, Self::Act> {
+                $module::simd::dispatch()
+            }
+            fn four() -> Four<Self, Self::Act> {
+                $module::simd::dispatch4()
+            }
+            fn rows4() -> Rows4<Self, Self::Act> {
+                $module::simd::dispatch_rows4()
+            }
+            fn tile2x4() -> Tile2x4<Self, Self::Act> {
+                $module::simd::dispatch2x4()
+            }
+        }
+    };
+}
+tiled!(BlockQ8_0, BlockQ8_0, q8_0);
+tiled!(BlockQ5_0, BlockQ8_0, q5_0);
+tiled!(BlockQ4K, BlockQ8K, q4_k);
+tiled!(BlockQ6K, BlockQ8K, q6_k);
+
+/// [`run_tiled`] for one weight block type.
+type TiledFn =
+    fn(&QMatrix<'_>, &[u8], usize, &mut [f32], &mut Vec<f32>, usize) -> Result<(), QuantError>;
+
+fn tiled_kernels(format: Format) -> Option<TiledFn> {
+    match format {
+        Format::Q8_0 => Some(run_tiled::<BlockQ8_0>),
+        Format::Q5_0 => Some(run_tiled::<BlockQ5_0>),
+        Format::Q4_K => Some(run_tiled::<BlockQ4K>),
+        Format::Q6_K => Some(run_tiled::<BlockQ6K>),
+        _ => None,
+    }
+}
+
+/// How far ahead of the rows being multiplied the one-token path asks for
+/// weight rows to be brought into cache.
+const PREFETCH_ROWS: usize = 8;
+
+/// Hint the CPU to bring `data[start..start + len]` (clipped to `data`) into
+/// cache: the one-token matmul streams the whole matrix once, and the rows of
+/// the next tile are requested while this one is computed.
+#[inline(always)]
+fn prefetch(data: &[u8], start: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let end = start.saturating_add(len).min(data.len());
+        for off in (start..end).step_by(64) {
+            // SAFETY: SSE is part of x86_64; a prefetch never faults and
+            // reads nothing observable, and the pointer is inside `data`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(data[off..].as_ptr().cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, start, len);
+}
+
+/// Activation bytes a task keeps hot while it sweeps its weight rows (about
+/// L1): the tokens are taken in blocks of this size.
+const ACT_BLOCK_BYTES: usize = 32 * 1024;
+
+/// The typed matmul of [`matmul`] for weight blocks `W` and activations
+/// already quantized into `act`, with `chunk` weight rows per task.
+fn run_tiled<W: Tiled>(
+    w: &QMatrix<'_>,
+    act: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+    tmp: &mut Vec<f32>,
+    chunk: usize,
+) -> Result<(), QuantError> {
+    type A<W> = <W as Tiled>::Act;
+    let (one, four) = (W::one(), W::four());
+    let rows = w.rows;
+    let wb = blocks_from_bytes::<W>(w.data)?;
+    let ab = blocks_from_bytes::<A<W>>(act)?;
+    // Checked by `QMatrix::new` and `row_size`: whole blocks on both sides.
+    let nbw = w.cols / W::QK;
+    let nba = w.cols / A::<W>::QK;
+    debug_assert_eq!(wb.len(), rows * nbw);
+    debug_assert_eq!(ab.len(), n_tokens * nba);
+    let wrow = |r: usize| &wb[r * nbw..(r + 1) * nbw];
+    let arow = |t: usize| &ab[t * nba..(t + 1) * nba];
+
+    if n_tokens == 1 {
+        let rows4 = W::rows4();
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
+            let r0 = c * chunk;
+            let mut i = 0;
+            for o in o.chunks_exact_mut(4) {
+                let r = r0 + i;
+                prefetch(w.data, (r + PREFETCH_ROWS) * w.row_bytes, 4 * w.row_bytes);
+                o.copy_from_slice(&rows4([wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)], ab));
+                i += 4;
+            }
+            for o in &mut o[i..] {
+                *o = one(wrow(r0 + i), ab);
+                i += 1;
+            }
+        });
+        return Ok(());
+    }
+
+    let tile2x4 = W::tile2x4();
+    let act_row = size_of::<A<W>>() * nba;
+    let t_block = (ACT_BLOCK_BYTES / act_row.max(1)).max(4) / 4 * 4;
+    tmp.resize(rows * n_tokens, 0.0);
+    tmp.par_chunks_mut(chunk * n_tokens)
+        .enumerate()
+        .for_each(|(c, tmp)| {
+            let r0 = c * chunk;
+            let arows4 = |t: usize| [arow(t), arow(t + 1), arow(t + 2), arow(t + 3)];
+            for t0 in (0..n_tokens).step_by(t_block) {
+                let t1 = (t0 + t_block).min(n_tokens);
+                // Weight rows two at a time, then the odd last row alone.
+                let mut pairs = tmp.chunks_exact_mut(2 * n_tokens);
+                let mut i = 0;
+                for two in &mut pairs {
+                    let w = [wrow(r0 + i), wrow(r0 + i + 1)];
+                    let (p0, p1) = two.split_at_mut(n_tokens);
+                    let mut t = t0;
+                    while t + 4 <= t1 {
+                        let r = tile2x4(w, arows4(t));
+                        p0[t..t + 4].copy_from_slice(&r[0]);
+                        p1[t..t + 4].copy_from_slice(&r[1]);
+                        t += 4;
+                    }
+                    for t in t..t1 {
+                        p0[t] = one(w[0], arow(t));
+                        p1[t] = one(w[1], arow(t));
+                    }
+                    i += 2;
+                }
+                for per_token in pairs.into_remainder().chunks_exact_mut(n_tokens) {
+                    let wr = wrow(r0 + i);
+                    let mut t = t0;
+                    while t + 4 <= t1 {
+                        per_token[t..t + 4].copy_from_slice(&four(wr, arows4(t)));
+                        t += 4;
+                    }
+                    for (t, o) in per_token.iter_mut().enumerate().take(t1).skip(t) {
+                        *o = one(wr, arow(t));
+                    }
+                    i += 1;
+                }
+            }
+        });
+    let tmp = &*tmp;
     out.par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
         for (r, o) in o.iter_mut().enumerate() {
             *o = tmp[r * n_tokens + t];

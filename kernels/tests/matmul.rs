@@ -7,7 +7,7 @@
 //! row mix-up gives NMSE near 1 or more.
 
 use hearth_kernels::matmul::{matmul, MatmulScratch, QMatrix};
-use hearth_kernels::quant::{kernels, Format};
+use hearth_kernels::quant::{kernels, vec_dot_for, Format};
 
 struct Rng(u64);
 impl Rng {
@@ -74,7 +74,7 @@ fn matmul_matches_f64_reference_for_every_format_and_batch() {
             (k.dequantize_row)(src, dst).unwrap();
         }
         let w = QMatrix::new(format, rows, cols, &wq).unwrap();
-        for n_tokens in [1, 2, 7, 8, 9, 64, 513] {
+        for n_tokens in [1, 2, 3, 5, 7, 8, 9, 64, 513] {
             let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
             let want: Vec<f64> = (0..n_tokens)
                 .flat_map(|t| {
@@ -116,4 +116,105 @@ fn matmul_rejects_mismatched_operands() {
             .is_err(),
         "Q8_K is activation-only"
     );
+}
+
+/// Random weights of `format`, `rows` x `cols`, as stored.
+fn random_matrix(rng: &mut Rng, format: Format, rows: usize, cols: usize) -> Vec<u8> {
+    let quantize = kernels(format).quantizer().unwrap();
+    let row_bytes = format.row_size(cols).unwrap();
+    let mut wq = vec![0u8; rows * row_bytes];
+    for dst in wq.chunks_mut(row_bytes) {
+        let src: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
+        quantize(&src, dst).unwrap();
+    }
+    wq
+}
+
+/// The many-token path (four activation rows per weight row at a time for
+/// Q8_0, Q5_0, Q4_K, Q6_K; token blocks; a remainder of one to three tokens)
+/// gives bit for bit what one `vec_dot` per output gives: the four-row
+/// kernels compute each result exactly as the one-row kernel does, and each
+/// token's activations are quantized alone.
+#[test]
+fn many_tokens_equal_one_vec_dot_per_output_bit_for_bit() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut scratch = MatmulScratch::default();
+    // 1024 columns: 32 Q8_0 blocks, 4 K-quant blocks; an odd row count.
+    let (rows, cols) = (41, 1024);
+    for &format in WEIGHT_FORMATS {
+        let wq = random_matrix(&mut rng, format, rows, cols);
+        let w = QMatrix::new(format, rows, cols, &wq).unwrap();
+        let act_format = kernels(format).vec_dot_type;
+        let vec_dot = vec_dot_for(format, act_format).unwrap();
+        let quantize = kernels(act_format).quantizer().unwrap();
+        let act_row = act_format.row_size(cols).unwrap();
+        for n_tokens in [1, 2, 3, 5, 7, 9, 64, 513] {
+            let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
+            let mut out = vec![f32::NAN; n_tokens * rows];
+            matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
+            let mut act = vec![0u8; act_row];
+            for t in 0..n_tokens {
+                quantize(&x[t * cols..(t + 1) * cols], &mut act).unwrap();
+                for r in 0..rows {
+                    let want = vec_dot(w.row(r), &act).unwrap();
+                    let got = out[t * rows + r];
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{format} x{n_tokens}: token {t} row {r}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Sizes at which the parallel split gives uneven tasks: a single row, rows
+/// fewer than threads, and a row count just past a task boundary.
+#[test]
+fn matmul_handles_awkward_row_counts() {
+    let mut rng = Rng(77);
+    let mut scratch = MatmulScratch::default();
+    for format in [Format::Q8_0, Format::Q5_0, Format::Q4_K, Format::Q6_K] {
+        let act_format = kernels(format).vec_dot_type;
+        let vec_dot = vec_dot_for(format, act_format).unwrap();
+        let quantize = kernels(act_format).quantizer().unwrap();
+        let cols = 256;
+        let act_row = act_format.row_size(cols).unwrap();
+        for rows in [1, 2, 3, 65, 257] {
+            let wq = random_matrix(&mut rng, format, rows, cols);
+            let w = QMatrix::new(format, rows, cols, &wq).unwrap();
+            for n_tokens in [1, 4, 6] {
+                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
+                let mut out = vec![f32::NAN; n_tokens * rows];
+                matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
+                let mut act = vec![0u8; act_row];
+                for t in 0..n_tokens {
+                    quantize(&x[t * cols..(t + 1) * cols], &mut act).unwrap();
+                    for r in 0..rows {
+                        let want = vec_dot(w.row(r), &act).unwrap();
+                        assert_eq!(out[t * rows + r].to_bits(), want.to_bits(), "{format}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// No tokens, no rows or no columns: nothing to compute, no panic, and an
+/// empty product (no columns) is zero.
+#[test]
+fn matmul_handles_empty_operands() {
+    let mut s = MatmulScratch::default();
+    let data = vec![0u8; 3 * 34];
+    let w = QMatrix::new(Format::Q8_0, 3, 32, &data).unwrap();
+    matmul(&w, &[], 0, &mut [], &mut s).unwrap();
+    let w = QMatrix::new(Format::Q8_0, 0, 32, &[]).unwrap();
+    matmul(&w, &[0.5; 64], 2, &mut [], &mut s).unwrap();
+    for format in [Format::Q8_0, Format::Q4_K, Format::F32] {
+        let w = QMatrix::new(format, 3, 0, &[]).unwrap();
+        let mut out = [f32::NAN; 6];
+        matmul(&w, &[], 2, &mut out, &mut s).unwrap();
+        assert_eq!(out, [0.0; 6], "{format}");
+    }
 }

@@ -282,12 +282,13 @@ fn quantize_matches_ggml_c_reference_byte_for_byte() {
 /// ggml-cpu/quants.c, built without FMA contraction), bit for bit: the
 /// weights are the random dequantize fixtures, the activations a Gaussian
 /// row quantized by ggml. The scalar kernels keep ggml's integer lanes and
-/// f32 accumulation order, so not even the last bit may differ. Q8_0 and
-/// Q4_K dispatch to SIMD by default; their scalar variants are checked here
-/// exactly and the dispatched ones by normalized error in quant_simd.rs.
+/// f32 accumulation order, so not even the last bit may differ. Q8_0, Q5_0,
+/// Q4_K and Q6_K dispatch to SIMD by default; their scalar variants are
+/// checked here exactly and the dispatched ones by normalized error in
+/// quant_simd.rs.
 #[test]
 fn vec_dot_matches_ggml_generic_bit_for_bit() {
-    use hearth_kernels::quant::{blocks_from_bytes, q4_k, q8_0};
+    use hearth_kernels::quant::{blocks_from_bytes, q4_k, q5_0, q6_k, q8_0};
     // (weights, activations, weight blocks, activation blocks, ggml's result)
     type Case = (Format, Format, &'static [u8], &'static [u8], &'static [u8]);
     let cases: [Case; 12] = [
@@ -384,6 +385,14 @@ fn vec_dot_matches_ggml_generic_bit_for_bit() {
                 blocks_from_bytes(a).unwrap(),
             ),
             Format::Q4_K => q4_k::simd::kernel(q4_k::simd::Isa::Scalar).unwrap()(
+                blocks_from_bytes(w).unwrap(),
+                blocks_from_bytes(a).unwrap(),
+            ),
+            Format::Q5_0 => q5_0::simd::kernel(q5_0::simd::Isa::Scalar).unwrap()(
+                blocks_from_bytes(w).unwrap(),
+                blocks_from_bytes(a).unwrap(),
+            ),
+            Format::Q6_K => q6_k::simd::kernel(q6_k::simd::Isa::Scalar).unwrap()(
                 blocks_from_bytes(w).unwrap(),
                 blocks_from_bytes(a).unwrap(),
             ),

@@ -8,7 +8,9 @@
 //! end), so it is compared by normalized error: `|simd - scalar| /
 //! sum_b |d_b * isum_b|` must be at most 1e-6.
 
-use hearth_kernels::quant::{q4_k, q8_0, BlockQ4K, BlockQ8K, BlockQ8_0};
+use hearth_kernels::quant::{
+    q4_k, q5_0, q6_k, q8_0, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0,
+};
 
 struct Rng(u64);
 
@@ -233,5 +235,310 @@ fn avx512_vnni_is_used_where_the_cpu_has_it() {
             && is_x86_feature_detected!("avx512vnni");
         assert_eq!(q8_0::simd::best() == q8_0::simd::Isa::Avx512Vnni, has);
         assert_eq!(q4_k::simd::best() == q4_k::simd::Isa::Avx512Vnni, has);
+        assert_eq!(q5_0::simd::best() == q5_0::simd::Isa::Avx512Vnni, has);
+        assert_eq!(q6_k::simd::best() == q6_k::simd::Isa::Avx512Vnni, has);
     }
 }
+
+fn random_q5_0(rng: &mut Rng, n: usize) -> Vec<BlockQ5_0> {
+    (0..n)
+        .map(|_| {
+            let mut b = BlockQ5_0 {
+                d: rng.f16_scale(),
+                qh: [0; 4],
+                qs: [0; 16],
+            };
+            rng.fill(&mut b.qh);
+            rng.fill(&mut b.qs);
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn q5_0_block_integer_sums_match_scalar_exactly() {
+    let mut rng = Rng(31);
+    let scalar = q5_0::simd::isum_kernel(q5_0::simd::Isa::Scalar).unwrap();
+    let mut xs = random_q5_0(&mut rng, 300);
+    // Extremes: every quant 0 (-16) and every quant 31 (+15).
+    for (qh, qs) in [([0u8; 4], [0u8; 16]), ([0xFF; 4], [0xFF; 16])] {
+        xs.push(BlockQ5_0 {
+            d: [0, 0x3c],
+            qh,
+            qs,
+        });
+    }
+    let mut ys = random_q8_0(&mut rng, 20);
+    for q in [-128i8, 127] {
+        ys.push(BlockQ8_0 {
+            d: [0, 0x3c],
+            qs: [q; 32],
+        });
+    }
+    for isa in q5_0::simd::available() {
+        let simd = q5_0::simd::isum_kernel(isa).unwrap();
+        for x in &xs {
+            for y in &ys {
+                assert_eq!(simd(x, y), scalar(x, y), "{isa:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn q5_0_rows_match_scalar_by_normalized_error() {
+    let mut rng = Rng(32);
+    let isum = q5_0::simd::isum_kernel(q5_0::simd::Isa::Scalar).unwrap();
+    let scalar = q5_0::simd::kernel(q5_0::simd::Isa::Scalar).unwrap();
+    for n in (1..=40).chain([63, 64, 65, 257]) {
+        let x = random_q5_0(&mut rng, n);
+        let y = random_q8_0(&mut rng, n);
+        let want = scalar(&x, &y);
+        let scale: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a.d() as f64 * b.d() as f64 * isum(a, b) as f64).abs())
+            .sum();
+        for isa in q5_0::simd::available() {
+            let got = q5_0::simd::kernel(isa).unwrap()(&x, &y);
+            let e = normalized_error(got, want, scale);
+            assert!(e <= 1e-6, "{isa:?}, {n} blocks: {got} vs {want}, error {e}");
+        }
+        let got = q5_0::vec_dot_q5_0_q8_0(&x, &y).unwrap();
+        assert!(normalized_error(got, want, scale) <= 1e-6);
+    }
+}
+
+fn random_q6_k(rng: &mut Rng, n: usize) -> Vec<BlockQ6K> {
+    (0..n)
+        .map(|_| {
+            let mut b = BlockQ6K {
+                ql: [0; 128],
+                qh: [0; 64],
+                scales: [0; 16],
+                d: rng.f16_scale(),
+            };
+            rng.fill(&mut b.ql);
+            rng.fill(&mut b.qh);
+            let mut sc = [0u8; 16];
+            rng.fill(&mut sc);
+            b.scales = sc.map(|v| v as i8);
+            b
+        })
+        .collect()
+}
+
+#[test]
+fn q6_k_block_integer_sums_match_scalar_exactly() {
+    let mut rng = Rng(41);
+    let scalar = q6_k::simd::isum_kernel(q6_k::simd::Isa::Scalar).unwrap();
+    let mut xs = random_q6_k(&mut rng, 200);
+    // Extremes: every quant 0 (-32) or 63 (+31), every scale -128 or 127.
+    for (q, sc) in [(0u8, -128i8), (0xFF, -128), (0, 127), (0xFF, 127)] {
+        xs.push(BlockQ6K {
+            ql: [q; 128],
+            qh: [q; 64],
+            scales: [sc; 16],
+            d: [0, 0x3c],
+        });
+    }
+    let mut ys = random_q8_k(&mut rng, 20);
+    for q in [-128i8, 127] {
+        let mut y = random_q8_k(&mut rng, 1).remove(0);
+        y.qs = [q; 256];
+        for j in 0..16 {
+            y.bsums[2 * j..2 * j + 2].copy_from_slice(&(16 * q as i16).to_le_bytes());
+        }
+        ys.push(y);
+    }
+    for isa in q6_k::simd::available() {
+        let simd = q6_k::simd::isum_kernel(isa).unwrap();
+        for x in &xs {
+            for y in &ys {
+                assert_eq!(simd(x, y), scalar(x, y), "{isa:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn q6_k_rows_match_scalar_by_normalized_error() {
+    let mut rng = Rng(42);
+    let isum = q6_k::simd::isum_kernel(q6_k::simd::Isa::Scalar).unwrap();
+    let scalar = q6_k::simd::kernel(q6_k::simd::Isa::Scalar).unwrap();
+    for n in (1..=12).chain([31, 32, 33]) {
+        let x = random_q6_k(&mut rng, n);
+        let y = random_q8_k(&mut rng, n);
+        let want = scalar(&x, &y);
+        let scale: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a.d() as f64 * b.d() as f64 * isum(a, b) as f64).abs())
+            .sum();
+        for isa in q6_k::simd::available() {
+            let got = q6_k::simd::kernel(isa).unwrap()(&x, &y);
+            let e = normalized_error(got, want, scale);
+            assert!(e <= 1e-6, "{isa:?}, {n} blocks: {got} vs {want}, error {e}");
+        }
+        let got = q6_k::vec_dot_q6_K_q8_K(&x, &y).unwrap();
+        assert!(normalized_error(got, want, scale) <= 1e-6);
+    }
+}
+
+/// Every four-row kernel gives, for each of its four activation rows,
+/// exactly (bit for bit) what the one-row kernel of the same ISA gives.
+macro_rules! four_rows_test {
+    ($name:ident, $module:ident, $wgen:ident, $agen:ident, $lens:expr) => {
+        #[test]
+        fn $name() {
+            let mut rng = Rng(51);
+            for n in $lens {
+                let x = $wgen(&mut rng, n);
+                let ys: Vec<_> = (0..4).map(|_| $agen(&mut rng, n)).collect();
+                let ys = [&ys[0][..], &ys[1][..], &ys[2][..], &ys[3][..]];
+                for isa in $module::simd::available() {
+                    let one = $module::simd::kernel(isa).unwrap();
+                    let four = $module::simd::kernel4(isa).unwrap();
+                    let want = ys.map(|y| one(&x, y).to_bits());
+                    let got = four(&x, ys).map(f32::to_bits);
+                    assert_eq!(got, want, "{isa:?}, {n} blocks");
+                }
+            }
+        }
+    };
+}
+
+four_rows_test!(
+    q8_0_four_rows_equal_one_row,
+    q8_0,
+    random_q8_0,
+    random_q8_0,
+    [1, 2, 3, 20, 21]
+);
+four_rows_test!(
+    q5_0_four_rows_equal_one_row,
+    q5_0,
+    random_q5_0,
+    random_q8_0,
+    [1, 2, 3, 20, 21]
+);
+four_rows_test!(
+    q4_k_four_rows_equal_one_row,
+    q4_k,
+    random_q4_k,
+    random_q8_k,
+    [1, 2, 3, 5]
+);
+four_rows_test!(
+    q6_k_four_rows_equal_one_row,
+    q6_k,
+    random_q6_k,
+    random_q8_k,
+    [1, 2, 3, 5]
+);
+
+/// Every four-weight-row kernel gives, for each of its four weight rows,
+/// exactly (bit for bit) what the one-row kernel of the same ISA gives.
+macro_rules! four_weight_rows_test {
+    ($name:ident, $module:ident, $wgen:ident, $agen:ident, $lens:expr) => {
+        #[test]
+        fn $name() {
+            let mut rng = Rng(61);
+            for n in $lens {
+                let xs: Vec<_> = (0..4).map(|_| $wgen(&mut rng, n)).collect();
+                let xs = [&xs[0][..], &xs[1][..], &xs[2][..], &xs[3][..]];
+                let y = $agen(&mut rng, n);
+                for isa in $module::simd::available() {
+                    let one = $module::simd::kernel(isa).unwrap();
+                    let four = $module::simd::kernel_rows4(isa).unwrap();
+                    let want = xs.map(|x| one(x, &y).to_bits());
+                    let got = four(xs, &y).map(f32::to_bits);
+                    assert_eq!(got, want, "{isa:?}, {n} blocks");
+                }
+            }
+        }
+    };
+}
+
+four_weight_rows_test!(
+    q8_0_four_weight_rows_equal_one_row,
+    q8_0,
+    random_q8_0,
+    random_q8_0,
+    [1, 2, 3, 20, 21]
+);
+four_weight_rows_test!(
+    q5_0_four_weight_rows_equal_one_row,
+    q5_0,
+    random_q5_0,
+    random_q8_0,
+    [1, 2, 3, 20, 21]
+);
+
+/// Every two-by-four kernel gives, for each of its eight results, exactly
+/// (bit for bit) what the one-row kernel of the same ISA gives.
+macro_rules! two_by_four_test {
+    ($name:ident, $module:ident, $wgen:ident, $agen:ident, $lens:expr) => {
+        #[test]
+        fn $name() {
+            let mut rng = Rng(71);
+            for n in $lens {
+                let xs: Vec<_> = (0..2).map(|_| $wgen(&mut rng, n)).collect();
+                let xs = [&xs[0][..], &xs[1][..]];
+                let ys: Vec<_> = (0..4).map(|_| $agen(&mut rng, n)).collect();
+                let ys = [&ys[0][..], &ys[1][..], &ys[2][..], &ys[3][..]];
+                for isa in $module::simd::available() {
+                    let one = $module::simd::kernel(isa).unwrap();
+                    let tile = $module::simd::kernel2x4(isa).unwrap();
+                    let want = xs.map(|x| ys.map(|y| one(x, y).to_bits()));
+                    let got = tile(xs, ys).map(|r| r.map(f32::to_bits));
+                    assert_eq!(got, want, "{isa:?}, {n} blocks");
+                }
+            }
+        }
+    };
+}
+
+two_by_four_test!(
+    q8_0_two_by_four_equals_one_row,
+    q8_0,
+    random_q8_0,
+    random_q8_0,
+    [1, 2, 3, 20, 21]
+);
+two_by_four_test!(
+    q5_0_two_by_four_equals_one_row,
+    q5_0,
+    random_q5_0,
+    random_q8_0,
+    [1, 2, 3, 20, 21]
+);
+
+four_weight_rows_test!(
+    q4_k_four_weight_rows_equal_one_row,
+    q4_k,
+    random_q4_k,
+    random_q8_k,
+    [1, 2, 3, 5]
+);
+four_weight_rows_test!(
+    q6_k_four_weight_rows_equal_one_row,
+    q6_k,
+    random_q6_k,
+    random_q8_k,
+    [1, 2, 3, 5]
+);
+two_by_four_test!(
+    q4_k_two_by_four_equals_one_row,
+    q4_k,
+    random_q4_k,
+    random_q8_k,
+    [1, 2, 3, 5]
+);
+two_by_four_test!(
+    q6_k_two_by_four_equals_one_row,
+    q6_k,
+    random_q6_k,
+    random_q8_k,
+    [1, 2, 3, 5]
+);

@@ -45,7 +45,7 @@ fn check_bytes(
     bytes: usize,
     values: usize,
 ) -> Result<(), QuantError> {
-    if bytes % width != 0 {
+    if !bytes.is_multiple_of(width) {
         return Err(QuantError::PartialBlock {
             format,
             len: bytes,

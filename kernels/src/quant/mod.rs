@@ -41,10 +41,7 @@ pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
-// The AVX-512 intrinsics are stable since Rust 1.89 (the toolchain here is
-// newer); the workspace MSRV of 1.85 predates them.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)]
 mod x86_util;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
@@ -172,7 +169,7 @@ impl Format {
     /// number of blocks (`ggml_row_size`).
     pub fn row_size(self, n: usize) -> Result<usize, QuantError> {
         let qk = self.block_size();
-        if n % qk != 0 {
+        if !n.is_multiple_of(qk) {
             return Err(QuantError::NotBlockMultiple {
                 format: self,
                 n,
@@ -287,7 +284,7 @@ pub(crate) fn check_len(
     n_blocks: usize,
     n_values: usize,
 ) -> Result<(), QuantError> {
-    if n_values % qk != 0 {
+    if !n_values.is_multiple_of(qk) {
         return Err(QuantError::NotBlockMultiple {
             format,
             n: n_values,

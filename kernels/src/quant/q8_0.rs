@@ -104,6 +104,15 @@ impl VecDot<BlockQ8_0> for BlockQ8_0 {
 /// exposes that sum for testing); the kernels then scale each lane by
 /// `dx * dy` and keep per-lane f32 partial sums, reduced once at the end, so
 /// the final f32 differs from the scalar loop by rounding only.
+///
+/// Tiles for the matmul: [`simd::kernel4`] (one weight row, four activation
+/// rows), [`simd::kernel_rows4`] (four weight rows, one activation row) and
+/// [`simd::kernel2x4`]. The AVX-512 variants share each unpacked weight
+/// block across the activation rows and each loaded activation block across
+/// the weight rows; every output is computed with exactly the operations of
+/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
+/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
+/// variants need F16C too (for the f16 scales).
 pub mod simd {
     use std::sync::OnceLock;
 
@@ -111,6 +120,13 @@ pub mod simd {
 
     /// A dot product over two rows already checked to have equal length.
     pub type Kernel = fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32;
+    /// One weight row against four activation rows, all of equal length.
+    pub type Kernel4 = fn(&[BlockQ8_0], [&[BlockQ8_0]; 4]) -> [f32; 4];
+    /// Four weight rows against one activation row, all of equal length
+    /// (the one-token matmul).
+    pub type KernelRows4 = fn([&[BlockQ8_0]; 4], &[BlockQ8_0]) -> [f32; 4];
+    /// Two weight rows against four activation rows, all of equal length.
+    pub type Kernel2x4 = fn([&[BlockQ8_0]; 2], [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2];
     /// The integer dot product of one pair of blocks.
     pub type IsumKernel = fn(&BlockQ8_0, &BlockQ8_0) -> i32;
 
@@ -131,6 +147,18 @@ pub mod simd {
         sumf
     }
 
+    fn scalar_rows4(xs: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+        xs.map(|x| scalar(x, y))
+    }
+
+    fn scalar2x4(xs: [&[BlockQ8_0]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
+        xs.map(|x| scalar4(x, ys))
+    }
+
+    fn scalar4(x: &[BlockQ8_0], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+        ys.map(|y| scalar(x, y))
+    }
+
     /// The ISAs usable on this CPU, scalar first.
     pub fn available() -> Vec<Isa> {
         [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
@@ -147,6 +175,47 @@ pub mod simd {
             Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2 as Kernel),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni as Kernel),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The four-row kernel for `isa`, or `None` if this CPU lacks it.
+    pub fn kernel4(isa: Isa) -> Option<Kernel4> {
+        match isa {
+            Isa::Scalar => Some(scalar4 as Kernel4),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_4 as Kernel4),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_4 as Kernel4),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The four-weight-row kernel for `isa`, or `None` if this CPU lacks it.
+    pub fn kernel_rows4(isa: Isa) -> Option<KernelRows4> {
+        match isa {
+            Isa::Scalar => Some(scalar_rows4 as KernelRows4),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_rows4 as KernelRows4),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_rows4 as KernelRows4)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The two-by-four kernel for `isa`, or `None` if this CPU lacks it.
+    pub fn kernel2x4(isa: Isa) -> Option<Kernel2x4> {
+        match isa {
+            Isa::Scalar => Some(scalar2x4 as Kernel2x4),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_2x4 as Kernel2x4),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_2x4 as Kernel2x4),
             #[cfg(not(target_arch = "x86_64"))]
             _ => None,
         }
@@ -171,30 +240,44 @@ pub mod simd {
         *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
     }
 
-    pub(super) fn dispatch() -> Kernel {
+    pub(crate) fn dispatch() -> Kernel {
         static KERNEL: OnceLock<Kernel> = OnceLock::new();
         *KERNEL.get_or_init(|| kernel(best()).unwrap_or(scalar))
     }
 
-    // AVX-512 intrinsics: stable since Rust 1.89, newer than the MSRV.
+    pub(crate) fn dispatch_rows4() -> KernelRows4 {
+        static KERNEL: OnceLock<KernelRows4> = OnceLock::new();
+        *KERNEL.get_or_init(|| kernel_rows4(best()).unwrap_or(scalar_rows4))
+    }
+
+    pub(crate) fn dispatch2x4() -> Kernel2x4 {
+        static KERNEL: OnceLock<Kernel2x4> = OnceLock::new();
+        *KERNEL.get_or_init(|| kernel2x4(best()).unwrap_or(scalar2x4))
+    }
+
+    pub(crate) fn dispatch4() -> Kernel4 {
+        static KERNEL: OnceLock<Kernel4> = OnceLock::new();
+        *KERNEL.get_or_init(|| kernel4(best()).unwrap_or(scalar4))
+    }
+
     #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::incompatible_msrv)]
     mod x86 {
         use std::arch::x86_64::*;
 
         use super::BlockQ8_0;
-        use crate::quant::x86_util::{hsum_f32_256, hsum_f32_512, hsum_i32_256};
+        use crate::quant::x86_util::{f16c, halves_ps, hsum_f32_256, hsum_f32_512, hsum_i32_256};
 
-        /// Proof that AVX2 is available.
+        /// Proof that AVX2 and F16C are available.
         #[derive(Clone, Copy)]
         pub struct Avx2(());
         impl Avx2 {
             pub fn new() -> Option<Self> {
-                is_x86_feature_detected!("avx2").then_some(Avx2(()))
+                (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
+                    .then_some(Avx2(()))
             }
         }
 
-        /// Proof that AVX-512 F/BW/VL with VNNI is available.
+        /// Proof that AVX-512 F/BW/VL with VNNI, and F16C, are available.
         #[derive(Clone, Copy)]
         pub struct Avx512Vnni(());
         impl Avx512Vnni {
@@ -205,15 +288,27 @@ pub mod simd {
 
         pub fn avx2(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 (just detected).
+                // SAFETY: the CPU supports AVX2 and F16C (just detected).
                 Some(_) => unsafe { avx2_row(x, y) },
                 None => super::scalar(x, y),
             }
         }
 
+        pub fn avx2_rows4(xs: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+            xs.map(|x| avx2(x, y))
+        }
+
+        pub fn avx2_2x4(xs: [&[BlockQ8_0]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
+            xs.map(|x| avx2_4(x, ys))
+        }
+
+        pub fn avx2_4(x: &[BlockQ8_0], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            ys.map(|y| avx2(x, y))
+        }
+
         pub fn isum_avx2(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
             match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 (just detected).
+                // SAFETY: the CPU supports AVX2 and F16C (just detected).
                 Some(_) => unsafe { hsum_i32_256(lanes_avx2(x, y)) },
                 None => super::super::block_isum(x, y),
             }
@@ -221,17 +316,44 @@ pub mod simd {
 
         pub fn avx512_vnni(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI (just detected).
-                Some(_) => unsafe { avx512_row(x, y) },
+                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
+                Some(_) => unsafe { avx512_tile::<1, 1>([x], [y])[0][0] },
                 None => super::scalar(x, y),
+            }
+        }
+
+        pub fn avx512_vnni_rows4(xs: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+            match Avx512Vnni::new() {
+                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
+                // detected).
+                Some(_) => unsafe { avx512_tile::<4, 1>(xs, [y]).map(|r| r[0]) },
+                None => super::scalar_rows4(xs, y),
+            }
+        }
+
+        pub fn avx512_vnni_2x4(xs: [&[BlockQ8_0]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
+            match Avx512Vnni::new() {
+                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
+                // detected).
+                Some(_) => unsafe { avx512_tile::<2, 4>(xs, ys) },
+                None => super::scalar2x4(xs, ys),
+            }
+        }
+
+        pub fn avx512_vnni_4(x: &[BlockQ8_0], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            match Avx512Vnni::new() {
+                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
+                Some(_) => unsafe { avx512_tile::<1, 4>([x], ys)[0] },
+                None => super::scalar4(x, ys),
             }
         }
 
         pub fn isum_avx512_vnni(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
             match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI (just detected).
+                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
                 Some(_) => unsafe {
-                    hsum_i32_256(_mm512_castsi512_si256(pair_lanes_avx512(x, x, y, y)))
+                    let ux = pair_weights_avx512(x, x);
+                    hsum_i32_256(_mm512_castsi512_si256(pair_lanes_avx512(ux, y, y)))
                 },
                 None => super::super::block_isum(x, y),
             }
@@ -260,12 +382,12 @@ pub mod simd {
         }
 
         /// # Safety
-        /// The CPU must support AVX2.
-        #[target_feature(enable = "avx2")]
+        /// The CPU must support AVX2 and F16C.
+        #[target_feature(enable = "avx2,f16c")]
         unsafe fn avx2_row(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (bx, by) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(bx.d() * by.d());
+                let d = _mm256_set1_ps(f16c(bx.d) * f16c(by.d));
                 // SAFETY: AVX2 is enabled for this function.
                 let lanes = unsafe { lanes_avx2(bx, by) };
                 acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
@@ -273,75 +395,111 @@ pub mod simd {
             hsum_f32_256(acc)
         }
 
+        /// The quants of `xa` (bytes 0..32) and `xb` (32..64) plus 128, as
+        /// u8 (`x ^ 0x80` is `x + 128` for every i8, -128 included).
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+        unsafe fn pair_weights_avx512(xa: &BlockQ8_0, xb: &BlockQ8_0) -> __m512i {
+            // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
+            // alignment.
+            let qx = unsafe {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(xa.qs.as_ptr().cast())),
+                    _mm256_loadu_si256(xb.qs.as_ptr().cast()),
+                )
+            };
+            _mm512_xor_si512(qx, _mm512_set1_epi8(-128))
+        }
+
         /// Sixteen i32 lanes: lanes 0..8 sum to the integer dot product of
-        /// `xa`, `ya`, lanes 8..16 to that of `xb`, `yb`. `vpdpbusd` wants an
-        /// unsigned operand, so it computes `x * y = (x + 128) * y - 128 * y`
-        /// (`x ^ 0x80` is `x + 128` as a u8 for every i8, -128 included):
+        /// the first block of `ux` (from [`pair_weights_avx512`]) with `ya`,
+        /// lanes 8..16 to that of the second with `yb`. `vpdpbusd` wants an
+        /// unsigned operand, so it computes `x * y = (x + 128) * y - 128 * y`:
         /// exact, each lane at most 4 * 255 * 128 before the subtraction.
         ///
         /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL and VNNI.
+        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
         #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn pair_lanes_avx512(
-            xa: &BlockQ8_0,
-            xb: &BlockQ8_0,
-            ya: &BlockQ8_0,
-            yb: &BlockQ8_0,
-        ) -> __m512i {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+        unsafe fn pair_lanes_avx512(ux: __m512i, ya: &BlockQ8_0, yb: &BlockQ8_0) -> __m512i {
             // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
             // alignment.
-            let (qx, qy) = unsafe {
-                (
-                    _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(_mm256_loadu_si256(xa.qs.as_ptr().cast())),
-                        _mm256_loadu_si256(xb.qs.as_ptr().cast()),
-                    ),
-                    _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                        _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-                    ),
+            let qy = unsafe {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
+                    _mm256_loadu_si256(yb.qs.as_ptr().cast()),
                 )
             };
             let zero = _mm512_setzero_si512();
-            let ux = _mm512_xor_si512(qx, _mm512_set1_epi8(-128));
             let sxy = _mm512_dpbusd_epi32(zero, ux, qy);
             let sy = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), qy);
             _mm512_sub_epi32(sxy, _mm512_slli_epi32::<7>(sy))
         }
 
-        /// `[a; 8]` in the low half, `[b; 8]` in the high half.
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        fn halves_ps(a: f32, b: f32) -> __m512 {
-            let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a)));
-            let hi = _mm256_castps_pd(_mm256_set1_ps(b));
-            _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, hi))
-        }
-
-        /// Two blocks per step; an odd last block pairs with itself, its
-        /// copy weighted 0.
+        /// `M` weight rows against `N` activation rows, all of one length,
+        /// two blocks per step (an odd last block pairs with itself, its
+        /// copy weighted 0): each weight block pair is loaded once for the
+        /// `N` activation rows, each activation pair (with its sum and
+        /// scales) once for the `M` weight rows. Each of the `M * N` results
+        /// is computed by the same operations whatever `M` and `N` are, so
+        /// every tile shape is bit-identical to the one-row kernel.
         ///
         /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL and VNNI.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn avx512_row(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = _mm512_setzero_ps();
-            let mut px = x.chunks_exact(2);
-            let mut py = y.chunks_exact(2);
-            for (bx, by) in (&mut px).zip(&mut py) {
-                let d = halves_ps(bx[0].d() * by[0].d(), bx[1].d() * by[1].d());
-                // SAFETY: the features are enabled for this function.
-                let lanes = unsafe { pair_lanes_avx512(&bx[0], &bx[1], &by[0], &by[1]) };
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes)));
+        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+        unsafe fn avx512_tile<const M: usize, const N: usize>(
+            xs: [&[BlockQ8_0]; M],
+            ys: [&[BlockQ8_0]; N],
+        ) -> [[f32; N]; M] {
+            let nb = xs[0].len();
+            let mut acc = [[_mm512_setzero_ps(); N]; M];
+            let mut i = 0;
+            while i < nb {
+                let pair = i + 1 < nb;
+                let ib = if pair { i + 1 } else { i };
+                let mut wq = [_mm512_setzero_si512(); M];
+                let mut dxa = [0.0f32; M];
+                let mut dxb = [0.0f32; M];
+                for m in 0..M {
+                    let (xa, xb) = (&xs[m][i], &xs[m][ib]);
+                    // SAFETY: the features are enabled for this function.
+                    wq[m] = unsafe { pair_weights_avx512(xa, xb) };
+                    (dxa[m], dxb[m]) = (f16c(xa.d), f16c(xb.d));
+                }
+                for n in 0..N {
+                    let (ya, yb) = (&ys[n][i], &ys[n][ib]);
+                    // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
+                    // alignment.
+                    let qy = unsafe {
+                        _mm512_inserti64x4::<1>(
+                            _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
+                            _mm256_loadu_si256(yb.qs.as_ptr().cast()),
+                        )
+                    };
+                    let zero = _mm512_setzero_si512();
+                    let ones = _mm512_set1_epi8(1);
+                    let sy = _mm512_slli_epi32::<7>(_mm512_dpbusd_epi32(zero, ones, qy));
+                    let (dya, dyb) = (f16c(ya.d), f16c(yb.d));
+                    for m in 0..M {
+                        let lanes = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wq[m], qy), sy);
+                        let db = if pair { dxb[m] * dyb } else { 0.0 };
+                        let d = halves_ps(dxa[m] * dya, db);
+                        let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
+                        acc[m][n] = _mm512_add_ps(acc[m][n], v);
+                    }
+                }
+                i += 2;
             }
-            if let (Some(bx), Some(by)) = (px.remainder().first(), py.remainder().first()) {
-                let d = halves_ps(bx.d() * by.d(), 0.0);
-                // SAFETY: the features are enabled for this function.
-                let lanes = unsafe { pair_lanes_avx512(bx, bx, by, by) };
-                acc = _mm512_add_ps(acc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes)));
+            let mut out = [[0.0f32; N]; M];
+            for m in 0..M {
+                for n in 0..N {
+                    out[m][n] = hsum_f32_512(acc[m][n]);
+                }
             }
-            hsum_f32_512(acc)
+            out
         }
     }
 }

@@ -3,9 +3,11 @@
 
 use std::arch::x86_64::*;
 
-/// AVX-512 F/BW/VL plus VNNI, the set the 512-bit kernels are compiled for.
+/// AVX-512 F/BW/VL plus VNNI and F16C, the set the 512-bit kernels are
+/// compiled for.
 pub(crate) fn has_avx512_vnni() -> bool {
-    is_x86_feature_detected!("avx512f")
+    is_x86_feature_detected!("f16c")
+        && is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni")
@@ -47,4 +49,42 @@ pub(crate) fn hsum_f32_512(v: __m512) -> f32 {
     let lo = _mm512_castps512_ps256(v);
     let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
     hsum_f32_256(_mm256_add_ps(lo, hi))
+}
+
+/// Byte `i` of the result is 0xFF where bit `i` of `bits` is set, else 0
+/// (ggml's `bytes_from_bits_32`).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn bytes_from_bits_32(bits: u32) -> __m256i {
+    let b = _mm256_set1_epi32(bits as i32);
+    // Byte i takes byte i / 8 of `bits`...
+    let spread = _mm256_setr_epi64x(
+        0x0000_0000_0000_0000,
+        0x0101_0101_0101_0101,
+        0x0202_0202_0202_0202,
+        0x0303_0303_0303_0303,
+    );
+    let b = _mm256_shuffle_epi8(b, spread);
+    // ...and all of its bits but bit i % 8 are set: all ones iff that bit is.
+    let b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1))
+}
+
+/// `[a; 8]` in the low half, `[b; 8]` in the high half.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn halves_ps(a: f32, b: f32) -> __m512 {
+    let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a)));
+    let hi = _mm256_castps_pd(_mm256_set1_ps(b));
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, hi))
+}
+
+/// A little-endian f16 to f32 with F16C's `vcvtph2ps`: exact, as
+/// [`super::f16_le`], without its branches.
+#[inline]
+#[target_feature(enable = "f16c")]
+pub(crate) fn f16c(b: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
+    ))
 }
