@@ -339,9 +339,17 @@ fn format_count(n: u64) -> String {
     }
 }
 
-/// Which instruction sets the CPU kernels picked on this machine (chosen
-/// once at run time).
+/// Which instruction sets the CPU kernels picked on this machine (each
+/// chosen once, at first use, from what the CPU reports).
 pub fn cpu_kernels() -> String {
-    let ops = hearth_kernels::ops::Isa::detect().name();
-    format!("ops: {ops}; rayon threads: {}", rayon::current_num_threads())
+    use hearth_kernels::quant::{q4_k, q5_0, q6_k, q8_0};
+    format!(
+        "dot products: q8_0 {:?}, q5_0 {:?}, q4_K {:?}, q6_K {:?} (other formats: scalar)\n  ops (norm, rope, softmax, attention): {}\n  rayon threads: {}",
+        q8_0::simd::best(),
+        q5_0::simd::best(),
+        q4_k::simd::best(),
+        q6_k::simd::best(),
+        hearth_kernels::ops::Isa::detect().name(),
+        rayon::current_num_threads()
+    )
 }
