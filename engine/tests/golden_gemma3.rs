@@ -78,7 +78,7 @@ fn gemma3_logits_match_llama_cpp() {
     let (mut sum, mut count, mut max) = (0f64, 0usize, 0f32);
     let (mut clear, mut clear_agree) = (0usize, 0usize);
     for r in &refs {
-        let mut cache = model.new_cache(r.tokens.len(), 1, KvType::F16).unwrap();
+        let mut cache = model.new_cache_with_batch(r.tokens.len(), 1, KvType::F16, r.tokens.len()).unwrap();
         let mut batch = Batch::new();
         batch.push(0, 0, &r.tokens, Logits::All).unwrap();
         let logits = model.forward(&batch, &mut cache, &mut ws).unwrap();
