@@ -220,3 +220,23 @@ fn model_file_is_shared_not_copied() {
     // The weights hold the mapping; the model holds one more reference.
     assert!(Arc::strong_count(&m.file) > 1);
 }
+
+/// A Q8_0 cache stores keys and values in 8.5 bits; the logits stay close
+/// to the f32 cache's. Measured NMSE 1.3e-3 (f16: 5.5e-4); a misplaced block
+/// or scale gives NMSE near 1, so 1e-2 separates them.
+#[test]
+fn q8_0_cache_is_close_to_f32() {
+    let m = load("qwen3");
+    let prompt = tiny_prompt();
+    let f32_logits = all_logits(&m, &prompt);
+    let mut cache = m.new_cache(64, 1, KvType::Q8_0).unwrap();
+    let mut ws = Workspace::new(&m.backend);
+    let mut b = Batch::new();
+    b.push(0, 0, &prompt, Logits::All).unwrap();
+    let q8 = m.forward(&b, &mut cache, &mut ws).unwrap();
+    let err: f64 = q8.iter().zip(&f32_logits).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let norm: f64 = f32_logits.iter().map(|b| (*b as f64).powi(2)).sum();
+    let nmse = err / norm;
+    eprintln!("q8_0 vs f32 cache: NMSE {nmse:e}");
+    assert!(nmse < 1e-2 && nmse > 0.0, "NMSE {nmse}");
+}

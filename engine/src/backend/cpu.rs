@@ -7,7 +7,9 @@ use half::f16;
 use hearth_gguf::{GgmlType, TensorInfo};
 use hearth_kernels::matmul::{matmul, MatmulScratch, QMatrix};
 use hearth_kernels::ops::act::{add_inplace, gelu_mul_inplace, silu_mul_inplace};
-use hearth_kernels::ops::attention::{attention_par, AttentionScratch, KvCache};
+use hearth_kernels::ops::attention::{attention_par, AttentionScratch, KvCache, KvElem};
+use hearth_kernels::quant::q8_0::{quantize_row_q8_0, QK8_0};
+use hearth_kernels::quant::BlockQ8_0;
 use hearth_kernels::ops::norm::{rms_norm, rms_norm_heads_inplace, rms_norm_inplace};
 use hearth_kernels::ops::rope::{Rope, RopeOrdering};
 use hearth_kernels::quant::Format;
@@ -111,24 +113,66 @@ impl CpuTensor {
 enum KvStore {
     F16(Vec<f16>),
     F32(Vec<f32>),
+    Q8_0(Vec<BlockQ8_0>),
 }
 
 impl KvStore {
+    /// Room for `n` values.
     fn new(t: KvType, n: usize) -> KvStore {
         match t {
             KvType::F16 => KvStore::F16(vec![f16::ZERO; n]),
             KvType::F32 => KvStore::F32(vec![0.0; n]),
+            KvType::Q8_0 => KvStore::Q8_0(vec![bytemuck::Zeroable::zeroed(); n / QK8_0]),
         }
     }
 
-    fn write(&mut self, at: usize, src: &[f32]) {
+    /// Stores `src` at value offset `at` (whole blocks for Q8_0, which the
+    /// cache's row size guarantees).
+    fn write(&mut self, at: usize, src: &[f32]) -> Result<()> {
         match self {
             KvStore::F16(d) => d[at..at + src.len()]
                 .iter_mut()
                 .zip(src)
                 .for_each(|(d, &s)| *d = f16::from_f32(s)),
             KvStore::F32(d) => d[at..at + src.len()].copy_from_slice(src),
+            KvStore::Q8_0(d) => quantize_row_q8_0(src, &mut d[at / QK8_0..(at + src.len()) / QK8_0])?,
         }
+        Ok(())
+    }
+}
+
+/// Attention of `q` over the first `n_values` values of one sequence's keys
+/// and values, whatever they are stored as.
+#[allow(clippy::too_many_arguments)] // attention's operands, spelled out
+fn attend_store(
+    p: &AttentionParams,
+    (k, v): (&KvStore, &KvStore),
+    n_values: usize,
+    q: &[f32],
+    q_pos: &[i32],
+    pos: &[i32],
+    out: &mut [f32],
+    scratch: &mut AttentionScratch,
+) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    fn go<T: KvElem>(
+        p: &AttentionParams,
+        (k, v): (&[T], &[T]),
+        n: usize,
+        q: &[f32],
+        q_pos: &[i32],
+        pos: &[i32],
+        out: &mut [f32],
+        scratch: &mut AttentionScratch,
+    ) -> Result<()> {
+        let kv = KvCache { k: &k[..n], v: &v[..n], pos };
+        Ok(attention_par(p, q, q_pos, &kv, out, scratch)?)
+    }
+    match (k, v) {
+        (KvStore::F16(k), KvStore::F16(v)) => go(p, (k, v), n_values, q, q_pos, pos, out, scratch),
+        (KvStore::F32(k), KvStore::F32(v)) => go(p, (k, v), n_values, q, q_pos, pos, out, scratch),
+        (KvStore::Q8_0(k), KvStore::Q8_0(v)) => go(p, (k, v), n_values / QK8_0, q, q_pos, pos, out, scratch),
+        _ => Err(Error::Other("KV cache keys and values differ in type".into())),
     }
 }
 
@@ -237,6 +281,9 @@ impl Backend for Cpu {
     }
 
     fn new_cache(&self, spec: &CacheSpec) -> Result<CpuCache> {
+        if spec.kv_type == KvType::Q8_0 && !spec.kv_dim.is_multiple_of(QK8_0) {
+            return Err(Error::Other(format!("a Q8_0 KV cache needs rows of whole 32-value blocks; this model's are {}", spec.kv_dim)));
+        }
         let sizes = (0..spec.n_layer)
             .map(|l| spec.capacity(l).checked_mul(spec.kv_dim))
             .collect::<Option<Vec<usize>>>()
@@ -422,8 +469,8 @@ impl Backend for Cpu {
             for (i, pos) in (s.pos0..end).enumerate() {
                 let slot = pos % cap;
                 let row = s.start + i;
-                cache.k[s.seq][layer].write(slot * kd, &k.data[row * kd..(row + 1) * kd]);
-                cache.v[s.seq][layer].write(slot * kd, &v.data[row * kd..(row + 1) * kd]);
+                cache.k[s.seq][layer].write(slot * kd, &k.data[row * kd..(row + 1) * kd])?;
+                cache.v[s.seq][layer].write(slot * kd, &v.data[row * kd..(row + 1) * kd])?;
                 slot_pos[slot] = pos as i32;
             }
             let written = &mut cache.written[s.seq][layer];
@@ -434,25 +481,8 @@ impl Backend for Cpu {
             let (qs, os) = (s.start * q.cols, (s.start + s.len) * q.cols);
             let positions = &batch.positions()[s.start..s.start + s.len];
             let pos = &slot_pos[..n];
-            match (&cache.k[s.seq][layer], &cache.v[s.seq][layer]) {
-                (KvStore::F16(kc), KvStore::F16(vc)) => {
-                    let kv = KvCache {
-                        k: &kc[..n * kd],
-                        v: &vc[..n * kd],
-                        pos,
-                    };
-                    attention_par(p, &q.data[qs..os], positions, &kv, &mut out.data[qs..os], &mut scratch)?;
-                }
-                (KvStore::F32(kc), KvStore::F32(vc)) => {
-                    let kv = KvCache {
-                        k: &kc[..n * kd],
-                        v: &vc[..n * kd],
-                        pos,
-                    };
-                    attention_par(p, &q.data[qs..os], positions, &kv, &mut out.data[qs..os], &mut scratch)?;
-                }
-                _ => return Err(Error::Other("KV cache keys and values differ in type".into())),
-            }
+            let stores = (&cache.k[s.seq][layer], &cache.v[s.seq][layer]);
+            attend_store(p, stores, n * kd, &q.data[qs..os], positions, pos, &mut out.data[qs..os], &mut scratch)?;
         }
         Ok(())
     }

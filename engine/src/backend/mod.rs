@@ -39,6 +39,9 @@ pub enum KvType {
     #[default]
     F16,
     F32,
+    /// ggml's Q8_0 blocks: 8.5 bits per value, half the memory of f16
+    /// (rows must be whole blocks of 32).
+    Q8_0,
 }
 
 /// Shape of a KV cache: per sequence and layer, rows of `kv_dim` keys and

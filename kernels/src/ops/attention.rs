@@ -34,6 +34,8 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::{Isa, ShapeError};
+use crate::quant::q8_0::QK8_0;
+use crate::quant::BlockQ8_0;
 
 /// Shape and options of an attention call.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,11 +99,16 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for half::f16 {}
+    impl Sealed for crate::quant::BlockQ8_0 {}
 }
 
-/// An element type a KV cache may hold: `f32` or `half::f16`.
+/// What a KV cache may hold: `f32`, `half::f16`, or Q8_0 blocks
+/// ([`BlockQ8_0`]: 32 values, one f16 scale, 8.5 bits per value).
 pub trait KvElem: Copy + Send + Sync + sealed::Sealed + 'static {
-    /// The value as f32.
+    /// Values per element (32 for a Q8_0 block); `head_dim` must be a
+    /// multiple, and every offset and length in a cache counts elements.
+    const PER: usize = 1;
+    /// The value as f32 (one-value elements only; a block returns its scale).
     fn to_f32(self) -> f32;
     /// `q . k` in f32.
     fn dot(isa: Isa, q: &[f32], k: &[Self]) -> f32;
@@ -181,6 +188,39 @@ impl KvElem for f16 {
     }
 }
 
+/// Q8_0 keys and values: each head row is `head_dim / 32` blocks, dequantized
+/// on the fly (`d * q`, as ggml's `dequantize_row_q8_0`). Plain Rust for every
+/// instruction set: the compiler vectorises the 32-value inner loops.
+impl KvElem for BlockQ8_0 {
+    const PER: usize = QK8_0;
+
+    fn to_f32(self) -> f32 {
+        self.d()
+    }
+
+    fn dot(_isa: Isa, q: &[f32], k: &[BlockQ8_0]) -> f32 {
+        q.chunks_exact(QK8_0)
+            .zip(k)
+            .map(|(q, b)| b.d() * q.iter().zip(&b.qs).map(|(&x, &y)| x * f32::from(y)).sum::<f32>())
+            .sum()
+    }
+
+    fn mix(_isa: Isa, acc: &mut [f32], c: f32, w: &[f32], v: &[BlockQ8_0], rows: &[usize]) {
+        if c != 1.0 {
+            acc.iter_mut().for_each(|a| *a *= c);
+        }
+        let n_blocks = acc.len() / QK8_0;
+        for (&wi, &row) in w.iter().zip(rows) {
+            for (a, b) in acc.chunks_exact_mut(QK8_0).zip(&v[row..row + n_blocks]) {
+                let s = wi * b.d();
+                for (a, &y) in a.iter_mut().zip(&b.qs) {
+                    *a += s * f32::from(y);
+                }
+            }
+        }
+    }
+}
+
 fn dot_scalar<T: KvElem>(q: &[f32], k: &[T]) -> f32 {
     q.iter().zip(k).map(|(&a, &b)| a * b.to_f32()).sum()
 }
@@ -233,7 +273,7 @@ impl AttentionScratch {
     }
 }
 
-fn check<T>(
+fn check<T: KvElem>(
     p: &AttentionParams,
     q: &[f32],
     q_pos: &[i32],
@@ -274,7 +314,10 @@ fn check<T>(
             p.head_dim
         ));
     }
-    let kv_len = kv.pos.len().checked_mul(p.n_head_kv * p.head_dim);
+    if !p.head_dim.is_multiple_of(T::PER) {
+        return err(format!("head_dim {} is not a multiple of the cache's block of {}", p.head_dim, T::PER));
+    }
+    let kv_len = kv.pos.len().checked_mul(p.n_head_kv * p.head_dim / T::PER);
     if Some(kv.k.len()) != kv_len || Some(kv.v.len()) != kv_len {
         return err(format!(
             "k has {} and v {} elements, want {} entries x {} kv heads x {}",
@@ -338,7 +381,7 @@ fn attend<T: KvElem>(
             if !p.visible(q_pos, kv.pos[j]) {
                 continue;
             }
-            rows[n] = (j * p.n_head_kv + kv_head) * p.head_dim;
+            rows[n] = (j * p.n_head_kv + kv_head) * (p.head_dim / T::PER);
             n += 1;
             if n < TILE {
                 continue;
@@ -379,7 +422,7 @@ fn attend_tile<T: KvElem>(
     {
         let mut tile_max = f32::NEG_INFINITY;
         for (s, &row) in w.iter_mut().zip(rows) {
-            *s = T::dot(isa, qh, &kv.k[row..row + hd]) * p.scale;
+            *s = T::dot(isa, qh, &kv.k[row..row + hd / T::PER]) * p.scale;
             if let Some(cap) = p.softcap {
                 *s = cap * (*s / cap).tanh();
             }
