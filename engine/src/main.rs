@@ -17,7 +17,11 @@ use hearth::tokenizer::Tokenizer;
 type BoxError = Box<dyn std::error::Error>;
 
 #[derive(Parser)]
-#[command(name = "hearth", version, about = "Run GGUF language models on your own hardware.")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Run GGUF language models on your own hardware."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -92,6 +96,66 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Measure prompt processing and generation speed as llama-bench does,
+    /// against this machine's memory bandwidth.
+    Bench {
+        model: PathBuf,
+        /// Prompt tokens (test ppN); 0 skips the test.
+        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+        n_prompt: usize,
+        /// Generated tokens (test tgN); 0 skips the test.
+        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+        n_gen: usize,
+        /// Timed repetitions of each test, after one warm-up run.
+        #[arg(short = 'r', long, default_value_t = 5)]
+        repetitions: usize,
+        /// Threads (default: all cores).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = BenchFormat::Md)]
+        output: BenchFormat,
+        /// Also measure the memory bandwidth (a streaming read of 1 GiB,
+        /// median of 7 passes) and report decode as a fraction of it.
+        #[arg(long)]
+        membw: bool,
+        /// Element type of the KV cache.
+        #[arg(long, value_enum, default_value_t = KvArg::F16)]
+        kv_type: KvArg,
+    },
+    /// Perplexity of a text file with llama-perplexity's protocol, and the KL
+    /// divergence of this run from a saved one.
+    Perplexity {
+        model: PathBuf,
+        /// The text (optional with --kl-divergence: the base file holds the tokens).
+        #[arg(short = 'f', long)]
+        file: Option<PathBuf>,
+        /// Tokens per chunk; the second half of each is scored.
+        #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+        ctx_size: usize,
+        /// Tokens per forward pass.
+        #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+        batch_size: usize,
+        /// Evaluate at most this many chunks.
+        #[arg(long)]
+        chunks: Option<usize>,
+        /// Threads (default: all cores).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        /// Save this run's top log-probabilities to FILE (or, with
+        /// --kl-divergence, compare this run with FILE).
+        #[arg(long, value_name = "FILE")]
+        kl_divergence_base: Option<PathBuf>,
+        /// Compare with the run saved in --kl-divergence-base.
+        #[arg(long, requires = "kl_divergence_base")]
+        kl_divergence: bool,
+        /// Log-probabilities saved per token in a base file.
+        #[arg(long, default_value_t = hearth::perplexity::DEFAULT_TOP_K)]
+        kl_top_k: usize,
+        /// Element type of the KV cache.
+        #[arg(long, value_enum, default_value_t = KvArg::F16)]
+        kv_type: KvArg,
+    },
     /// Chat with the model in the terminal (its chat template, history kept).
     Chat {
         model: PathBuf,
@@ -108,6 +172,13 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchFormat {
+    Md,
+    Json,
+    Csv,
+}
+
 #[derive(Args)]
 struct Common {
     /// Threads for compute (default: all cores).
@@ -119,9 +190,31 @@ struct Common {
     /// Tokens evaluated per forward pass during prompt processing.
     #[arg(short = 'b', long, default_value_t = hearth::session::DEFAULT_BATCH)]
     batch_size: usize,
-    /// Keep the KV cache in f32 instead of f16.
-    #[arg(long)]
-    kv_f32: bool,
+    /// Element type of the KV cache.
+    #[arg(long, value_enum, default_value_t = KvArg::F16)]
+    kv_type: KvArg,
+}
+
+/// `--kv-type`: what the KV cache stores.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum KvArg {
+    /// Half precision (the default, as llama.cpp).
+    F16,
+    /// Full precision: twice the memory.
+    F32,
+    /// ggml's Q8_0 blocks: about half the memory of f16.
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+impl From<KvArg> for KvType {
+    fn from(k: KvArg) -> KvType {
+        match k {
+            KvArg::F16 => KvType::F16,
+            KvArg::F32 => KvType::F32,
+            KvArg::Q8_0 => KvType::Q8_0,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -178,21 +271,20 @@ impl Common {
             if n == 0 {
                 return Err("--threads must be at least 1".into());
             }
-            rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()?;
         }
         Ok(())
     }
 
     fn kv_type(&self) -> KvType {
-        if self.kv_f32 {
-            KvType::F32
-        } else {
-            KvType::F16
-        }
+        self.kv_type.into()
     }
 
     fn n_ctx(&self, model: &Model<Cpu>) -> usize {
-        self.ctx_size.unwrap_or_else(|| model.hparams.n_ctx_train.clamp(1, 4096))
+        self.ctx_size
+            .unwrap_or_else(|| model.hparams.n_ctx_train.clamp(1, 4096))
     }
 }
 
@@ -219,8 +311,10 @@ fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
     (total > hearth::session::DEFAULT_BATCH).then(|| {
         let pb = indicatif::ProgressBar::new(total as u64);
         pb.set_style(
-            indicatif::ProgressStyle::with_template("prompt {bar:40} {pos}/{len} tokens ({per_sec}, eta {eta})")
-                .expect("a valid template"),
+            indicatif::ProgressStyle::with_template(
+                "prompt {bar:40} {pos}/{len} tokens ({per_sec}, eta {eta})",
+            )
+            .expect("a valid template"),
         );
         pb
     })
@@ -240,7 +334,11 @@ fn generate(
     for &t in session.tokens() {
         sampler.accept(t);
     }
-    let mut stop = StopCriteria::new(Some(n_predict), tok.eog_ids().iter().copied(), sampling.stop.clone())?;
+    let mut stop = StopCriteria::new(
+        Some(n_predict),
+        tok.eog_ids().iter().copied(),
+        sampling.stop.clone(),
+    )?;
     let mut decoder = tok.stream_decoder();
     let mut generated = Vec::new();
     let mut logits = first_logits;
@@ -248,7 +346,11 @@ fn generate(
     loop {
         let id = sampler.sample(&logits)?;
         sampler.accept(id);
-        let text = if tok.is_eog(id) { String::new() } else { decoder.push(id)? };
+        let text = if tok.is_eog(id) {
+            String::new()
+        } else {
+            decoder.push(id)?
+        };
         let step = stop.step(id, &text);
         out.write_all(step.emit.as_bytes())?;
         out.flush()?;
@@ -286,9 +388,267 @@ fn prefill(session: &mut Session<'_, Cpu>, prompt: &[u32]) -> Result<(Vec<f32>, 
     Ok((logits, t0.elapsed().as_secs_f64()))
 }
 
+/// A rayon pool of `threads` (default: all cores) for one command.
+fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, BoxError> {
+    let n = match threads {
+        Some(0) => return Err("--threads must be at least 1".into()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    Ok(rayon::ThreadPoolBuilder::new().num_threads(n).build()?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    model: &PathBuf,
+    n_prompt: usize,
+    n_gen: usize,
+    repetitions: usize,
+    threads: Option<usize>,
+    output: BenchFormat,
+    membw: bool,
+    kv_type: KvArg,
+) -> Result<(), BoxError> {
+    use hearth::bench::{self, BenchConfig, Report, WeightStats};
+    let pool = thread_pool(threads)?;
+    let m = Model::load(model, Cpu::new()).map_err(|e| format!("{}: {e}", model.display()))?;
+    let cfg = BenchConfig {
+        n_prompt,
+        n_gen,
+        repetitions,
+        kv_type: kv_type.into(),
+    };
+    let report = pool.install(|| -> Result<Report, hearth::Error> {
+        let membw = membw.then(|| {
+            eprintln!(
+                "measuring memory bandwidth (1 GiB streaming read, {} threads)...",
+                rayon::current_num_threads()
+            );
+            bench::measure_membw(1 << 30, 7)
+        });
+        let results = bench::run(&m, &cfg, |r| {
+            let (mean, sd, median) = r.ts();
+            eprintln!(
+                "{}: {mean:.2} ± {sd:.2} t/s (median {median:.2})",
+                r.test.name()
+            );
+        })?;
+        Ok(Report {
+            model_desc: bench::model_desc(&m.file),
+            backend: "CPU".into(),
+            threads: rayon::current_num_threads(),
+            weights: WeightStats::new(&m.file),
+            results,
+            membw,
+        })
+    })?;
+    match output {
+        BenchFormat::Md => {
+            print!("{}", report.to_markdown());
+            println!();
+            print!("{}", report.notes());
+        }
+        BenchFormat::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
+        BenchFormat::Csv => print!("{}", report.to_csv()),
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn perplexity(
+    model: &PathBuf,
+    file: Option<PathBuf>,
+    n_ctx: usize,
+    n_batch: usize,
+    max_chunks: Option<usize>,
+    threads: Option<usize>,
+    kl_base: Option<PathBuf>,
+    kl_compare: bool,
+    kl_top_k: usize,
+    kv_type: KvArg,
+) -> Result<(), BoxError> {
+    use hearth::perplexity::{self as ppl, KlMode, KlReader, KlWriter, PerplexityConfig};
+    let pool = thread_pool(threads)?;
+    let (m, tok, _) = open_model(model)?;
+    let bos = tok.bos().filter(|_| tok.add_bos());
+    let mut reader = match (&kl_base, kl_compare) {
+        (Some(path), true) => {
+            let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(
+                KlReader::new(Box::new(std::io::BufReader::new(f)))
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+        }
+        _ => None,
+    };
+    let chunks = match (&file, &reader) {
+        (Some(f), _) => {
+            let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", f.display()))?;
+            eprintln!("perplexity: tokenizing the input ..");
+            // As llama-perplexity: with BOS, special-token text left as text.
+            let tokens = tok.encode(&text, true, false)?;
+            let c = ppl::chunks(&tokens, n_ctx, bos, max_chunks)
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+            eprintln!(
+                "perplexity: {} tokens, {} chunks of {n_ctx}",
+                tokens.len(),
+                c.len()
+            );
+            c
+        }
+        (None, Some(r)) => r
+            .chunks
+            .iter()
+            .take(max_chunks.unwrap_or(usize::MAX))
+            .cloned()
+            .collect(),
+        (None, None) => return Err("give the text with -f FILE".into()),
+    };
+    let cfg = PerplexityConfig {
+        n_ctx,
+        n_batch,
+        kv_type: kv_type.into(),
+    };
+    let mut writer = match (&kl_base, kl_compare) {
+        (Some(path), false) => {
+            let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!("perplexity: saving the top {kl_top_k} log-probabilities of each scored token to {}", path.display());
+            Some(KlWriter::new(
+                Box::new(std::io::BufWriter::new(f)),
+                m.hparams.n_vocab,
+                n_ctx,
+                kl_top_k,
+                &chunks,
+            )?)
+        }
+        _ => None,
+    };
+    let mode = match (&mut writer, &mut reader) {
+        (Some(w), _) => KlMode::Save(w),
+        (None, Some(r)) => KlMode::Compare(r),
+        (None, None) => KlMode::Off,
+    };
+    eprintln!(
+        "perplexity: calculating perplexity over {} chunks, n_ctx={n_ctx}, batch_size={}, {} threads",
+        chunks.len(),
+        n_batch.clamp(1, n_ctx),
+        pool.current_num_threads()
+    );
+    let result = pool.install(|| {
+        ppl::run(&m, &chunks, &cfg, mode, |p| {
+            if p.chunk == 1 {
+                eprintln!(
+                    "perplexity: {:.2} seconds per pass - ETA {:.2} minutes",
+                    p.seconds,
+                    p.seconds * p.n_chunks as f64 / 60.0
+                );
+            }
+            print!("[{}]{:.4},", p.chunk, p.running_ppl);
+            let _ = std::io::stdout().flush();
+        })
+    })?;
+    println!();
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    match result.nll.ppl_error() {
+        Some(err) => println!(
+            "Final estimate: PPL = {:.4} +/- {:.5}",
+            result.nll.ppl(),
+            err
+        ),
+        None => println!(
+            "Final estimate: PPL = {:.4} (no spread: too few or identical values)",
+            result.nll.ppl()
+        ),
+    }
+    eprintln!(
+        "perplexity: {} chunks, {} scored tokens, {:.1} s",
+        result.n_chunks, result.nll.count, result.seconds
+    );
+    if let Some(k) = result.kl {
+        let (q, dq) = ppl::mean_and_uncertainty(k.nll.sum, k.nll.sum2, k.count());
+        let (b, db) = ppl::mean_and_uncertainty(k.nll_base.sum, k.nll_base.sum2, k.count());
+        let (r, dr) = k.ln_ppl_ratio();
+        let (kld, dkld) = k.kld();
+        let (top, dtop) = k.same_top();
+        let top_k = reader.as_ref().map_or(0, |r| r.top_k);
+        println!("====== Perplexity statistics ======");
+        println!(
+            "Mean PPL(Q)                   : {:10.6} ± {:10.6}",
+            q.exp(),
+            q.exp() * dq
+        );
+        println!(
+            "Mean PPL(base)                : {:10.6} ± {:10.6}",
+            b.exp(),
+            b.exp() * db
+        );
+        println!("Mean ln(PPL(Q)/PPL(base))     : {r:10.6} ± {dr:10.6}");
+        println!();
+        println!("====== KL divergence statistics (base's top {top_k} + the rest) ======");
+        println!("Mean    KLD: {kld:10.6} ± {dkld:10.6}");
+        println!("Same top p: {:6.3} ± {:5.3} %", 100.0 * top, 100.0 * dtop);
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
-        Command::Info { model, json, metadata, cpu } => {
+        Command::Bench {
+            model,
+            n_prompt,
+            n_gen,
+            repetitions,
+            threads,
+            output,
+            membw,
+            kv_type,
+        } => {
+            bench(
+                &model,
+                n_prompt,
+                n_gen,
+                repetitions,
+                threads,
+                output,
+                membw,
+                kv_type,
+            )?;
+        }
+        Command::Perplexity {
+            model,
+            file,
+            ctx_size,
+            batch_size,
+            chunks,
+            threads,
+            kl_divergence_base,
+            kl_divergence,
+            kl_top_k,
+            kv_type,
+        } => {
+            perplexity(
+                &model,
+                file,
+                ctx_size,
+                batch_size,
+                chunks,
+                threads,
+                kl_divergence_base,
+                kl_divergence,
+                kl_top_k,
+                kv_type,
+            )?;
+        }
+        Command::Info {
+            model,
+            json,
+            metadata,
+            cpu,
+        } => {
             let g = hearth_gguf::open(&model).map_err(|e| match e {
                 // An I/O error already names the file.
                 hearth_gguf::GgufError::Io { .. } => e.to_string(),
@@ -304,27 +664,47 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 println!("\ncpu kernels\n  {}", hearth::info::cpu_kernels());
             }
         }
-        Command::Tokenize { model, text_file, no_bos, parse_special, pieces } => {
+        Command::Tokenize {
+            model,
+            text_file,
+            no_bos,
+            parse_special,
+            pieces,
+        } => {
             let g = hearth_gguf::open(&model).map_err(|e| format!("{}: {e}", model.display()))?;
             let tok = Tokenizer::from_gguf(&g)?;
-            let bytes = std::fs::read(&text_file).map_err(|e| format!("{}: {e}", text_file.display()))?;
-            let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", text_file.display()))?;
+            let bytes =
+                std::fs::read(&text_file).map_err(|e| format!("{}: {e}", text_file.display()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("{}: not UTF-8 text", text_file.display()))?;
             let ids = tok.encode(&text, !no_bos, parse_special)?;
             let mut out = std::io::stdout().lock();
             if pieces {
                 for id in ids {
-                    writeln!(out, "{id:>7} {:?}", String::from_utf8_lossy(tok.token_to_piece(id)?))?;
+                    writeln!(
+                        out,
+                        "{id:>7} {:?}",
+                        String::from_utf8_lossy(tok.token_to_piece(id)?)
+                    )?;
                 }
             } else {
                 let line: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
                 writeln!(out, "{}", line.join(" "))?;
             }
         }
-        Command::Logits { model, prompt_file, top, n_predict, common } => {
+        Command::Logits {
+            model,
+            prompt_file,
+            top,
+            n_predict,
+            common,
+        } => {
             common.setup()?;
             let (m, tok, _) = open_model(&model)?;
-            let text = std::fs::read_to_string(&prompt_file).map_err(|e| format!("{}: {e}", prompt_file.display()))?;
-            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?.with_batch_size(common.batch_size);
+            let text = std::fs::read_to_string(&prompt_file)
+                .map_err(|e| format!("{}: {e}", prompt_file.display()))?;
+            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
+                .with_batch_size(common.batch_size, common.kv_type())?;
             let mut out = std::io::stdout().lock();
             for line in text.lines().filter(|l| !l.is_empty()) {
                 let prompt = hearth::logits::unescape(line);
@@ -332,11 +712,21 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 writeln!(out, "{}", r.to_json())?;
             }
         }
-        Command::Run { model, prompt, file, n_predict, chat, sampling, common } => {
+        Command::Run {
+            model,
+            prompt,
+            file,
+            n_predict,
+            chat,
+            sampling,
+            common,
+        } => {
             common.setup()?;
             let text = match (prompt, file) {
                 (Some(p), _) => p,
-                (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?,
+                (None, Some(f)) => {
+                    std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?
+                }
                 (None, None) => return Err("give a prompt with -p TEXT or -f FILE".into()),
             };
             let (m, tok, load_s) = open_model(&model)?;
@@ -346,10 +736,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             } else {
                 tok.encode(&text, true, true)?
             };
-            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?.with_batch_size(common.batch_size);
+            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
+                .with_batch_size(common.batch_size, common.kv_type())?;
             let (logits, prefill_s) = prefill(&mut session, &ids)?;
             let mut out = std::io::stdout().lock();
-            let (gen, decode_s) = generate(&mut session, &tok, logits, &sampling, n_predict, &mut out)?;
+            let (gen, decode_s) =
+                generate(&mut session, &tok, logits, &sampling, n_predict, &mut out)?;
             writeln!(out)?;
             eprintln!(
                 "prompt {} tokens, {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s",
@@ -360,13 +752,27 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 load_s
             );
         }
-        Command::Chat { model, system, n_predict, sampling, common } => {
+        Command::Chat {
+            model,
+            system,
+            n_predict,
+            sampling,
+            common,
+        } => {
             common.setup()?;
             let (m, tok, _) = open_model(&model)?;
             let template = ChatTemplate::for_model(&m.file)?;
-            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?.with_batch_size(common.batch_size);
-            let mut history: Vec<Message> = system.into_iter().map(|s| Message::new("system", s)).collect();
-            eprintln!("chatting with {} ({} tokens of context); /clear forgets, /exit or Ctrl-D ends", model.display(), session.n_ctx());
+            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
+                .with_batch_size(common.batch_size, common.kv_type())?;
+            let mut history: Vec<Message> = system
+                .into_iter()
+                .map(|s| Message::new("system", s))
+                .collect();
+            eprintln!(
+                "chatting with {} ({} tokens of context); /clear forgets, /exit or Ctrl-D ends",
+                model.display(),
+                session.n_ctx()
+            );
             let stdin = std::io::stdin();
             let mut line = String::new();
             loop {
@@ -395,7 +801,8 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 }
                 let (logits, _) = prefill(&mut session, &ids)?;
                 let mut reply = Vec::new();
-                let (gen, _) = generate(&mut session, &tok, logits, &sampling, n_predict, &mut reply)?;
+                let (gen, _) =
+                    generate(&mut session, &tok, logits, &sampling, n_predict, &mut reply)?;
                 let text = String::from_utf8_lossy(&reply).into_owned();
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "{text}")?;
