@@ -3,7 +3,9 @@
 //! `cargo run -p hearth-tests --bin make-tiny-models -- DIR`.
 
 fn main() -> std::io::Result<()> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "target/tiny-models".into());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/tiny-models".into());
     std::fs::create_dir_all(&dir)?;
     for arch in hearth_tests::tiny::ARCHS {
         let path = format!("{dir}/tiny-{arch}.gguf");

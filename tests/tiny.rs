@@ -46,13 +46,16 @@ fn quantized(rng: &mut Rng, format: Format, rows: usize, cols: usize, std: f32) 
 }
 
 fn vector(rng: &mut Rng, n: usize, mean: f32, std: f32) -> Vec<u8> {
-    (0..n).flat_map(|_| (mean + rng.normal(std)).to_le_bytes()).collect()
+    (0..n)
+        .flat_map(|_| (mean + rng.normal(std)).to_le_bytes())
+        .collect()
 }
 
 /// The GGUF bytes of a tiny `arch` model. Weights mix formats (Q8_0, Q4_K,
 /// Q6_K, F16) so that the quantized paths of both engines are compared.
 pub fn tiny_model(arch: &str) -> Vec<u8> {
-    let mut rng = Rng(0x7417_0000 ^ arch.len() as u64 ^ ((arch.as_bytes()[arch.len() - 1] as u64) << 20));
+    let mut rng =
+        Rng(0x7417_0000 ^ arch.len() as u64 ^ ((arch.as_bytes()[arch.len() - 1] as u64) << 20));
     let mut w = GgufWriter::new();
     let k = |s: &str| format!("{arch}.{s}");
     w.kv("general.architecture", arch)
@@ -70,14 +73,19 @@ pub fn tiny_model(arch: &str) -> Vec<u8> {
     // fallback tokens, then pieces.
     let mut tokens = vec!["<unk>".to_string(), "<s>".to_string(), "</s>".to_string()];
     tokens.extend((0..256).map(|b| format!("<0x{b:02X}>")));
-    let pieces = ["▁", "e", "t", "a", "o", "i", "n", "s", "h", "r", "▁t", "▁a", "he", "in", "er", "an", "▁the", "re", "on", "at"];
+    let pieces = [
+        "▁", "e", "t", "a", "o", "i", "n", "s", "h", "r", "▁t", "▁a", "he", "in", "er", "an",
+        "▁the", "re", "on", "at",
+    ];
     tokens.extend(pieces.iter().map(|s| s.to_string()));
     tokens.extend((tokens.len()..N_VOCAB).map(|i| format!("▁w{i}")));
     let n = tokens.len();
     let mut types = vec![3i32, 3, 3];
     types.extend(std::iter::repeat_n(6, 256));
     types.extend(std::iter::repeat_n(1, n - 259));
-    let scores: Vec<f32> = (0..n).map(|i| if i < 259 { 0.0 } else { -(i as f32) }).collect();
+    let scores: Vec<f32> = (0..n)
+        .map(|i| if i < 259 { 0.0 } else { -(i as f32) })
+        .collect();
     w.kv("tokenizer.ggml.model", "llama")
         .kv("tokenizer.ggml.tokens", Value::strings(tokens))
         .kv("tokenizer.ggml.scores", Value::f32s(scores))
@@ -86,34 +94,123 @@ pub fn tiny_model(arch: &str) -> Vec<u8> {
         .kv("tokenizer.ggml.eos_token_id", 2u32)
         .kv("tokenizer.ggml.unknown_token_id", 0u32);
 
-    let (d, q_dim, kv_dim) = (N_EMBD as u64, (N_HEAD * HEAD_DIM) as u64, (N_HEAD_KV * HEAD_DIM) as u64);
+    let (d, q_dim, kv_dim) = (
+        N_EMBD as u64,
+        (N_HEAD * HEAD_DIM) as u64,
+        (N_HEAD_KV * HEAD_DIM) as u64,
+    );
     let f32s = GgmlType::F32;
-    w.tensor("token_embd.weight", GgmlType::Q8_0, &[d, N_VOCAB as u64], quantized(&mut rng, Format::Q8_0, N_VOCAB, N_EMBD, 0.5));
-    w.tensor("output_norm.weight", f32s, &[d], vector(&mut rng, N_EMBD, 1.0, 0.1));
+    w.tensor(
+        "token_embd.weight",
+        GgmlType::Q8_0,
+        &[d, N_VOCAB as u64],
+        quantized(&mut rng, Format::Q8_0, N_VOCAB, N_EMBD, 0.5),
+    );
+    w.tensor(
+        "output_norm.weight",
+        f32s,
+        &[d],
+        vector(&mut rng, N_EMBD, 1.0, 0.1),
+    );
     if arch != "qwen3" {
         // Qwen3 ties the output to the embedding here; the others have their own.
-        w.tensor("output.weight", GgmlType::Q6_K, &[d, N_VOCAB as u64], quantized(&mut rng, Format::Q6_K, N_VOCAB, N_EMBD, 0.1));
+        w.tensor(
+            "output.weight",
+            GgmlType::Q6_K,
+            &[d, N_VOCAB as u64],
+            quantized(&mut rng, Format::Q6_K, N_VOCAB, N_EMBD, 0.1),
+        );
     }
     for i in 0..N_LAYER {
         let n = |s: &str| format!("blk.{i}.{s}");
-        w.tensor(n("attn_norm.weight"), f32s, &[d], vector(&mut rng, N_EMBD, 1.0, 0.1));
-        w.tensor(n("attn_q.weight"), GgmlType::Q8_0, &[d, q_dim], quantized(&mut rng, Format::Q8_0, q_dim as usize, N_EMBD, 0.1));
-        w.tensor(n("attn_k.weight"), GgmlType::Q4_K, &[d, kv_dim], quantized(&mut rng, Format::Q4_K, kv_dim as usize, N_EMBD, 0.1));
-        w.tensor(n("attn_v.weight"), GgmlType::F16, &[d, kv_dim], quantized(&mut rng, Format::F16, kv_dim as usize, N_EMBD, 0.1));
+        w.tensor(
+            n("attn_norm.weight"),
+            f32s,
+            &[d],
+            vector(&mut rng, N_EMBD, 1.0, 0.1),
+        );
+        w.tensor(
+            n("attn_q.weight"),
+            GgmlType::Q8_0,
+            &[d, q_dim],
+            quantized(&mut rng, Format::Q8_0, q_dim as usize, N_EMBD, 0.1),
+        );
+        w.tensor(
+            n("attn_k.weight"),
+            GgmlType::Q4_K,
+            &[d, kv_dim],
+            quantized(&mut rng, Format::Q4_K, kv_dim as usize, N_EMBD, 0.1),
+        );
+        w.tensor(
+            n("attn_v.weight"),
+            GgmlType::F16,
+            &[d, kv_dim],
+            quantized(&mut rng, Format::F16, kv_dim as usize, N_EMBD, 0.1),
+        );
         if arch == "qwen2" {
-            w.tensor(n("attn_q.bias"), f32s, &[q_dim], vector(&mut rng, q_dim as usize, 0.0, 0.2));
-            w.tensor(n("attn_k.bias"), f32s, &[kv_dim], vector(&mut rng, kv_dim as usize, 0.0, 0.2));
-            w.tensor(n("attn_v.bias"), f32s, &[kv_dim], vector(&mut rng, kv_dim as usize, 0.0, 0.2));
+            w.tensor(
+                n("attn_q.bias"),
+                f32s,
+                &[q_dim],
+                vector(&mut rng, q_dim as usize, 0.0, 0.2),
+            );
+            w.tensor(
+                n("attn_k.bias"),
+                f32s,
+                &[kv_dim],
+                vector(&mut rng, kv_dim as usize, 0.0, 0.2),
+            );
+            w.tensor(
+                n("attn_v.bias"),
+                f32s,
+                &[kv_dim],
+                vector(&mut rng, kv_dim as usize, 0.0, 0.2),
+            );
         }
         if arch == "qwen3" {
-            w.tensor(n("attn_q_norm.weight"), f32s, &[HEAD_DIM as u64], vector(&mut rng, HEAD_DIM, 1.0, 0.1));
-            w.tensor(n("attn_k_norm.weight"), f32s, &[HEAD_DIM as u64], vector(&mut rng, HEAD_DIM, 1.0, 0.1));
+            w.tensor(
+                n("attn_q_norm.weight"),
+                f32s,
+                &[HEAD_DIM as u64],
+                vector(&mut rng, HEAD_DIM, 1.0, 0.1),
+            );
+            w.tensor(
+                n("attn_k_norm.weight"),
+                f32s,
+                &[HEAD_DIM as u64],
+                vector(&mut rng, HEAD_DIM, 1.0, 0.1),
+            );
         }
-        w.tensor(n("attn_output.weight"), GgmlType::Q4_K, &[q_dim, d], quantized(&mut rng, Format::Q4_K, N_EMBD, q_dim as usize, 0.1));
-        w.tensor(n("ffn_norm.weight"), f32s, &[d], vector(&mut rng, N_EMBD, 1.0, 0.1));
-        w.tensor(n("ffn_gate.weight"), GgmlType::Q8_0, &[d, N_FF as u64], quantized(&mut rng, Format::Q8_0, N_FF, N_EMBD, 0.1));
-        w.tensor(n("ffn_up.weight"), GgmlType::Q4_K, &[d, N_FF as u64], quantized(&mut rng, Format::Q4_K, N_FF, N_EMBD, 0.1));
-        w.tensor(n("ffn_down.weight"), GgmlType::Q6_K, &[N_FF as u64, d], quantized(&mut rng, Format::Q6_K, N_EMBD, N_FF, 0.1));
+        w.tensor(
+            n("attn_output.weight"),
+            GgmlType::Q4_K,
+            &[q_dim, d],
+            quantized(&mut rng, Format::Q4_K, N_EMBD, q_dim as usize, 0.1),
+        );
+        w.tensor(
+            n("ffn_norm.weight"),
+            f32s,
+            &[d],
+            vector(&mut rng, N_EMBD, 1.0, 0.1),
+        );
+        w.tensor(
+            n("ffn_gate.weight"),
+            GgmlType::Q8_0,
+            &[d, N_FF as u64],
+            quantized(&mut rng, Format::Q8_0, N_FF, N_EMBD, 0.1),
+        );
+        w.tensor(
+            n("ffn_up.weight"),
+            GgmlType::Q4_K,
+            &[d, N_FF as u64],
+            quantized(&mut rng, Format::Q4_K, N_FF, N_EMBD, 0.1),
+        );
+        w.tensor(
+            n("ffn_down.weight"),
+            GgmlType::Q6_K,
+            &[N_FF as u64, d],
+            quantized(&mut rng, Format::Q6_K, N_EMBD, N_FF, 0.1),
+        );
     }
     w.to_bytes().expect("the tiny model is valid")
 }

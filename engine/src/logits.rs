@@ -77,8 +77,16 @@ pub fn unescape(line: &str) -> String {
 /// Tokenizes `prompt` (BOS as the file says, special tokens parsed),
 /// evaluates it from an empty cache and continues greedily for up to
 /// `n_predict` tokens, stopping at an end-of-generation token.
-pub fn prompt_logits<B: Backend>(session: &mut Session<'_, B>, tok: &Tokenizer, prompt: &str, top: usize, n_predict: usize) -> Result<PromptLogits> {
-    let tokens = tok.encode(prompt, true, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+pub fn prompt_logits<B: Backend>(
+    session: &mut Session<'_, B>,
+    tok: &Tokenizer,
+    prompt: &str,
+    top: usize,
+    n_predict: usize,
+) -> Result<PromptLogits> {
+    let tokens = tok
+        .encode(prompt, true, true)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
     if tokens.is_empty() {
         return Err(Error::Tokenizer("the prompt has no tokens".into()));
     }
@@ -86,7 +94,8 @@ pub fn prompt_logits<B: Backend>(session: &mut Session<'_, B>, tok: &Tokenizer, 
     let n_vocab = session.model().hparams.n_vocab;
     let logits = session.feed(&tokens, true, |_, _| {})?;
     let top_logits: Vec<_> = logits.chunks(n_vocab).map(|row| top_n(row, top)).collect();
-    let mut next = argmax(&logits[logits.len() - n_vocab..]).map_err(|e| Error::Other(e.to_string()))?;
+    let mut next =
+        argmax(&logits[logits.len() - n_vocab..]).map_err(|e| Error::Other(e.to_string()))?;
     let mut greedy = Vec::new();
     while greedy.len() < n_predict && session.tokens().len() < session.n_ctx() {
         if tok.is_eog(next) {

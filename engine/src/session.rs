@@ -43,7 +43,9 @@ impl<'m, B: Backend> Session<'m, B> {
     /// at this point, is remade to take batches that large).
     pub fn with_batch_size(mut self, n_batch: usize, kv_type: KvType) -> Result<Self> {
         self.n_batch = n_batch.max(1);
-        self.cache = self.model.new_cache_with_batch(self.n_ctx, 1, kv_type, self.n_batch)?;
+        self.cache = self
+            .model
+            .new_cache_with_batch(self.n_ctx, 1, kv_type, self.n_batch)?;
         self.tokens.clear();
         Ok(self)
     }
@@ -69,7 +71,12 @@ impl<'m, B: Backend> Session<'m, B> {
     /// Evaluates `tokens` after what the cache holds, in chunks of the
     /// batch size, calling `progress(done, total)` after each chunk. Returns
     /// the logits of every token if `all_logits`, else of the last one.
-    pub fn feed(&mut self, tokens: &[u32], all_logits: bool, mut progress: impl FnMut(usize, usize)) -> Result<&[f32]> {
+    pub fn feed(
+        &mut self,
+        tokens: &[u32],
+        all_logits: bool,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<&[f32]> {
         if tokens.is_empty() {
             return Err(Error::Batch("nothing to evaluate".into()));
         }
@@ -92,7 +99,9 @@ impl<'m, B: Backend> Session<'m, B> {
             };
             self.batch.clear();
             self.batch.push(0, self.tokens.len(), chunk, want)?;
-            let out = self.model.forward(&self.batch, &mut self.cache, &mut self.ws)?;
+            let out = self
+                .model
+                .forward(&self.batch, &mut self.cache, &mut self.ws)?;
             self.logits.extend_from_slice(out);
             self.tokens.extend_from_slice(chunk);
             done += chunk.len();
@@ -104,8 +113,17 @@ impl<'m, B: Backend> Session<'m, B> {
     /// Makes the cache hold exactly `prompt` and returns the logits of its
     /// last token, reusing the longest prefix already in the cache (chat
     /// frontends resend the whole conversation each turn).
-    pub fn set_prompt(&mut self, prompt: &[u32], progress: impl FnMut(usize, usize)) -> Result<&[f32]> {
-        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+    pub fn set_prompt(
+        &mut self,
+        prompt: &[u32],
+        progress: impl FnMut(usize, usize),
+    ) -> Result<&[f32]> {
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         // At least one token must be evaluated to have logits.
         let keep = common.min(prompt.len().saturating_sub(1));
         self.tokens.truncate(keep);

@@ -21,7 +21,11 @@ fn bad_files_give_one_line_and_exit_code_1() {
     let cases: [(&str, &[u8], &str); 3] = [
         ("empty.gguf", b"", "truncated"),
         ("text.gguf", b"hello world, not a model", "not a GGUF file"),
-        ("v1.gguf", b"GGUF\x01\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", "version 1"),
+        (
+            "v1.gguf",
+            b"GGUF\x01\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            "version 1",
+        ),
     ];
     for (name, bytes, expect) in cases {
         let path = dir.join(name);
@@ -30,53 +34,116 @@ fn bad_files_give_one_line_and_exit_code_1() {
             let out = hearth().args(cmd).arg(&path).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{name} {cmd:?}: {err}");
-            assert!(err.contains(expect) && err.starts_with("hearth: error:"), "{name}: {err}");
-            assert!(!err.contains("panicked") && !err.contains("backtrace"), "{name}: {err}");
+            assert!(
+                err.contains(expect) && err.starts_with("hearth: error:"),
+                "{name}: {err}"
+            );
+            assert!(
+                !err.contains("panicked") && !err.contains("backtrace"),
+                "{name}: {err}"
+            );
             assert_eq!(err.lines().count(), 1, "{name}: {err}");
         }
     }
-    let out = hearth().args(["info", "/nonexistent/model.gguf"]).output().unwrap();
+    let out = hearth()
+        .args(["info", "/nonexistent/model.gguf"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn tokenize_prints_llama_cpp_ids_for_a_vocab_only_file() {
-    let Some(golden) = hearth_tests::golden_dir() else { return };
+    let Some(golden) = hearth_tests::golden_dir() else {
+        return;
+    };
     let vocab = golden.join("vocab/ggml-vocab-llama-bpe.gguf");
     let inp = std::fs::read_to_string(golden.join("vocab/ggml-vocab-llama-bpe.gguf.inp")).unwrap();
-    let out_lines = std::fs::read_to_string(golden.join("vocab/ggml-vocab-llama-bpe.gguf.out")).unwrap();
+    let out_lines =
+        std::fs::read_to_string(golden.join("vocab/ggml-vocab-llama-bpe.gguf.out")).unwrap();
     let case = inp.split("\n__ggml_vocab_test__\n").nth(10).unwrap();
     let file = std::env::temp_dir().join(format!("hearth-tok-{}.txt", std::process::id()));
     std::fs::write(&file, case).unwrap();
-    let out = hearth().arg("tokenize").arg(&vocab).arg("-f").arg(&file).arg("--no-bos").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), out_lines.lines().nth(10).unwrap().trim());
+    let out = hearth()
+        .arg("tokenize")
+        .arg(&vocab)
+        .arg("-f")
+        .arg(&file)
+        .arg("--no-bos")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        out_lines.lines().nth(10).unwrap().trim()
+    );
 }
 
 #[test]
 fn logits_and_greedy_run_match_llama_cpp_on_gemma() {
-    let (Some(model), Some(reference)) = (hearth_tests::model_path(), golden_line(0)) else { return };
+    let (Some(model), Some(reference)) = (hearth_tests::model_path(), golden_line(0)) else {
+        return;
+    };
     let prompt = reference["prompt"].as_str().unwrap();
 
     let file = std::env::temp_dir().join(format!("hearth-prompts-{}.txt", std::process::id()));
     std::fs::write(&file, format!("{prompt}\n")).unwrap();
-    let out = hearth().arg("logits").arg(&model).arg("--prompt-file").arg(&file).args(["-n", "8", "-t", "2"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = hearth()
+        .arg("logits")
+        .arg(&model)
+        .arg("--prompt-file")
+        .arg(&file)
+        .args(["-n", "8", "-t", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let keys: Vec<&str> = line.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-    assert_eq!(keys, ["prompt", "tokens", "top_logits", "greedy", "greedy_text"], "the reference file's layout");
+    let keys: Vec<&str> = line
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        ["prompt", "tokens", "top_logits", "greedy", "greedy_text"],
+        "the reference file's layout"
+    );
     assert_eq!(line["tokens"], reference["tokens"]);
     let top1 = |v: &serde_json::Value, pos: usize| v["top_logits"][pos][0][0].as_u64().unwrap();
     assert_eq!(top1(&line, 5), top1(&reference, 5));
 
     // `run` greedy: "The capital of France is" continues as llama.cpp's does
     // (this prompt's greedy path has no near-ties in its first tokens).
-    let out = hearth().arg("run").arg(&model).args(["-p", prompt, "-n", "8", "--temp", "0", "-t", "2"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = hearth()
+        .arg("run")
+        .arg(&model)
+        .args(["-p", prompt, "-n", "8", "--temp", "0", "-t", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let want = reference["greedy_text"].as_str().unwrap();
     let want_prefix: String = want.split_inclusive(' ').take(6).collect();
-    assert!(text.starts_with(want_prefix.trim_end()), "got {text:?}, llama.cpp {want:?}");
+    assert!(
+        text.starts_with(want_prefix.trim_end()),
+        "got {text:?}, llama.cpp {want:?}"
+    );
     let summary = String::from_utf8_lossy(&out.stderr);
-    assert!(summary.contains("prompt 6 tokens") && summary.contains("generated 8 tokens"), "{summary}");
+    assert!(
+        summary.contains("prompt 6 tokens") && summary.contains("generated 8 tokens"),
+        "{summary}"
+    );
 }

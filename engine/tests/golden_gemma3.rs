@@ -78,7 +78,9 @@ fn gemma3_logits_match_llama_cpp() {
     let (mut sum, mut count, mut max) = (0f64, 0usize, 0f32);
     let (mut clear, mut clear_agree) = (0usize, 0usize);
     for r in &refs {
-        let mut cache = model.new_cache_with_batch(r.tokens.len(), 1, KvType::F16, r.tokens.len()).unwrap();
+        let mut cache = model
+            .new_cache_with_batch(r.tokens.len(), 1, KvType::F16, r.tokens.len())
+            .unwrap();
         let mut batch = Batch::new();
         batch.push(0, 0, &r.tokens, Logits::All).unwrap();
         let logits = model.forward(&batch, &mut cache, &mut ws).unwrap();
@@ -131,9 +133,14 @@ fn gemma3_logits_match_llama_cpp() {
 /// holds everything.
 #[test]
 fn ring_cache_of_window_layers_matches_a_full_cache() {
-    let (Some(path), Some(refs)) = (hearth_tests::model_path(), references()) else { return };
+    let (Some(path), Some(refs)) = (hearth_tests::model_path(), references()) else {
+        return;
+    };
     let long = refs.iter().max_by_key(|r| r.tokens.len()).unwrap();
-    assert!(long.tokens.len() > 512 + 64, "the prompt must outrun window + batch");
+    assert!(
+        long.tokens.len() > 512 + 64,
+        "the prompt must outrun window + batch"
+    );
     let model = Model::load(&path, Cpu::new()).unwrap();
     let n_vocab = model.hparams.n_vocab;
     let n = long.tokens.len();

@@ -25,7 +25,10 @@ fn load(arch: &str) -> Model<Cpu> {
 }
 
 /// Rewrites the tiny llama with `edit` applied to its writer.
-fn load_edited(name: &str, edit: impl FnOnce(&hearth_gguf::Gguf<&[u8]>) -> GgufWriter) -> Result<Model<Cpu>, Error> {
+fn load_edited(
+    name: &str,
+    edit: impl FnOnce(&hearth_gguf::Gguf<&[u8]>) -> GgufWriter,
+) -> Result<Model<Cpu>, Error> {
     let bytes = tiny_model("llama");
     let g = hearth_gguf::parse(&bytes).unwrap();
     let out = edit(&g).to_bytes().unwrap();
@@ -42,7 +45,10 @@ fn all_logits(m: &Model<Cpu>, tokens: &[u32]) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -105,7 +111,11 @@ fn f16_cache_is_close_to_f32() {
     let mut b = Batch::new();
     b.push(0, 0, &prompt, Logits::All).unwrap();
     let f16_logits = m.forward(&b, &mut cache, &mut ws).unwrap();
-    let err: f64 = f16_logits.iter().zip(&f32_logits).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let err: f64 = f16_logits
+        .iter()
+        .zip(&f32_logits)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let norm: f64 = f32_logits.iter().map(|b| (*b as f64).powi(2)).sum();
     let nmse = err / norm;
     eprintln!("f16 vs f32 cache: NMSE {nmse:e}");
@@ -121,11 +131,24 @@ fn context_overflow_is_an_error() {
     let mut b = Batch::new();
     b.push(0, 0, &tiny_prompt()[..9], Logits::Last).unwrap();
     let e = m.forward(&b, &mut cache, &mut ws).unwrap_err();
-    assert!(matches!(e, Error::ContextOverflow { needed: 9, n_ctx: 8, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::ContextOverflow {
+                needed: 9,
+                n_ctx: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // A gap in positions is refused too.
     b.clear();
     b.push(0, 3, &[5], Logits::Last).unwrap();
-    assert!(matches!(m.forward(&b, &mut cache, &mut ws), Err(Error::Batch(_))));
+    assert!(matches!(
+        m.forward(&b, &mut cache, &mut ws),
+        Err(Error::Batch(_))
+    ));
     // An id outside the vocabulary is an error, not a panic.
     b.clear();
     b.push(0, 0, &[N_VOCAB as u32], Logits::Last).unwrap();
@@ -141,25 +164,42 @@ fn load_errors_name_the_tensor_or_architecture() {
     })
     .err()
     .unwrap();
-    assert!(matches!(&e, Error::MissingTensor { name } if name == "blk.1.ffn_up.weight"), "{e}");
+    assert!(
+        matches!(&e, Error::MissingTensor { name } if name == "blk.1.ffn_up.weight"),
+        "{e}"
+    );
 
     let e = load_edited("arch", |g| {
         let mut w = GgufWriter::new();
         for (k, v) in g.metadata() {
-            let v = if k == "general.architecture" { Value::from("mamba9") } else { v.to_value().unwrap() };
+            let v = if k == "general.architecture" {
+                Value::from("mamba9")
+            } else {
+                v.to_value().unwrap()
+            };
             w.kv(k, v);
         }
         w
     })
     .err()
     .unwrap();
-    assert!(matches!(&e, Error::UnsupportedArchitecture { arch, .. } if arch == "mamba9"), "{e}");
-    assert!(e.to_string().contains("gemma3"), "lists what is supported: {e}");
+    assert!(
+        matches!(&e, Error::UnsupportedArchitecture { arch, .. } if arch == "mamba9"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("gemma3"),
+        "lists what is supported: {e}"
+    );
 
     let e = load_edited("shape", |g| {
         let mut w = GgufWriter::new();
         for (k, v) in g.metadata() {
-            let v = if k == "llama.feed_forward_length" { Value::U32(1024) } else { v.to_value().unwrap() };
+            let v = if k == "llama.feed_forward_length" {
+                Value::U32(1024)
+            } else {
+                v.to_value().unwrap()
+            };
             w.kv(k, v);
         }
         for t in g.tensors() {
@@ -169,7 +209,10 @@ fn load_errors_name_the_tensor_or_architecture() {
     })
     .err()
     .unwrap();
-    assert!(matches!(&e, Error::TensorShape { name, .. } if name == "blk.0.ffn_gate.weight"), "{e}");
+    assert!(
+        matches!(&e, Error::TensorShape { name, .. } if name == "blk.0.ffn_gate.weight"),
+        "{e}"
+    );
 }
 
 fn without_tensor(g: &hearth_gguf::Gguf<&[u8]>, _w: GgufWriter, skip: &str) -> GgufWriter {
@@ -188,18 +231,33 @@ fn without_tensor(g: &hearth_gguf::Gguf<&[u8]>, _w: GgufWriter, skip: &str) -> G
 /// for the quantized weights, so the bounds are those of the Gemma test.
 #[test]
 fn tiny_models_match_llama_cpp() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/reference.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny/reference.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let prompt: Vec<u32> = reference["prompt"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    assert_eq!(prompt, tiny_prompt(), "the fixture was made for this prompt");
+    let prompt: Vec<u32> = reference["prompt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(
+        prompt,
+        tiny_prompt(),
+        "the fixture was made for this prompt"
+    );
     for arch in ARCHS {
         let m = load(arch);
         let ours = all_logits(&m, &prompt);
         let rows = reference["logits"][arch].as_array().unwrap();
         let (mut sum, mut max, mut n) = (0f64, 0f32, 0usize);
         for (pos, row) in rows.iter().enumerate() {
-            let want: Vec<f32> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            let want: Vec<f32> = row
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
             let got = &ours[pos * N_VOCAB..(pos + 1) * N_VOCAB];
             for (g, w) in got.iter().zip(&want) {
                 let d = (g - w).abs();
@@ -234,7 +292,11 @@ fn q8_0_cache_is_close_to_f32() {
     let mut b = Batch::new();
     b.push(0, 0, &prompt, Logits::All).unwrap();
     let q8 = m.forward(&b, &mut cache, &mut ws).unwrap();
-    let err: f64 = q8.iter().zip(&f32_logits).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let err: f64 = q8
+        .iter()
+        .zip(&f32_logits)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let norm: f64 = f32_logits.iter().map(|b| (*b as f64).powi(2)).sum();
     let nmse = err / norm;
     eprintln!("q8_0 vs f32 cache: NMSE {nmse:e}");

@@ -8,10 +8,10 @@ use hearth_gguf::{GgmlType, TensorInfo};
 use hearth_kernels::matmul::{matmul, MatmulScratch, QMatrix};
 use hearth_kernels::ops::act::{add_inplace, gelu_mul_inplace, silu_mul_inplace};
 use hearth_kernels::ops::attention::{attention_par, AttentionScratch, KvCache, KvElem};
-use hearth_kernels::quant::q8_0::{quantize_row_q8_0, QK8_0};
-use hearth_kernels::quant::BlockQ8_0;
 use hearth_kernels::ops::norm::{rms_norm, rms_norm_heads_inplace, rms_norm_inplace};
 use hearth_kernels::ops::rope::{Rope, RopeOrdering};
+use hearth_kernels::quant::q8_0::{quantize_row_q8_0, QK8_0};
+use hearth_kernels::quant::BlockQ8_0;
 use hearth_kernels::quant::Format;
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -135,7 +135,9 @@ impl KvStore {
                 .zip(src)
                 .for_each(|(d, &s)| *d = f16::from_f32(s)),
             KvStore::F32(d) => d[at..at + src.len()].copy_from_slice(src),
-            KvStore::Q8_0(d) => quantize_row_q8_0(src, &mut d[at / QK8_0..(at + src.len()) / QK8_0])?,
+            KvStore::Q8_0(d) => {
+                quantize_row_q8_0(src, &mut d[at / QK8_0..(at + src.len()) / QK8_0])?
+            }
         }
         Ok(())
     }
@@ -165,14 +167,22 @@ fn attend_store(
         out: &mut [f32],
         scratch: &mut AttentionScratch,
     ) -> Result<()> {
-        let kv = KvCache { k: &k[..n], v: &v[..n], pos };
+        let kv = KvCache {
+            k: &k[..n],
+            v: &v[..n],
+            pos,
+        };
         Ok(attention_par(p, q, q_pos, &kv, out, scratch)?)
     }
     match (k, v) {
         (KvStore::F16(k), KvStore::F16(v)) => go(p, (k, v), n_values, q, q_pos, pos, out, scratch),
         (KvStore::F32(k), KvStore::F32(v)) => go(p, (k, v), n_values, q, q_pos, pos, out, scratch),
-        (KvStore::Q8_0(k), KvStore::Q8_0(v)) => go(p, (k, v), n_values / QK8_0, q, q_pos, pos, out, scratch),
-        _ => Err(Error::Other("KV cache keys and values differ in type".into())),
+        (KvStore::Q8_0(k), KvStore::Q8_0(v)) => {
+            go(p, (k, v), n_values / QK8_0, q, q_pos, pos, out, scratch)
+        }
+        _ => Err(Error::Other(
+            "KV cache keys and values differ in type".into(),
+        )),
     }
 }
 
@@ -282,19 +292,35 @@ impl Backend for Cpu {
 
     fn new_cache(&self, spec: &CacheSpec) -> Result<CpuCache> {
         if spec.kv_type == KvType::Q8_0 && !spec.kv_dim.is_multiple_of(QK8_0) {
-            return Err(Error::Other(format!("a Q8_0 KV cache needs rows of whole 32-value blocks; this model's are {}", spec.kv_dim)));
+            return Err(Error::Other(format!(
+                "a Q8_0 KV cache needs rows of whole 32-value blocks; this model's are {}",
+                spec.kv_dim
+            )));
         }
         let sizes = (0..spec.n_layer)
             .map(|l| spec.capacity(l).checked_mul(spec.kv_dim))
             .collect::<Option<Vec<usize>>>()
             .ok_or_else(|| Error::Other("KV cache size overflows".into()))?;
-        let stores = || (0..spec.n_seq).map(|_| sizes.iter().map(|&n| KvStore::new(spec.kv_type, n)).collect()).collect();
+        let stores = || {
+            (0..spec.n_seq)
+                .map(|_| {
+                    sizes
+                        .iter()
+                        .map(|&n| KvStore::new(spec.kv_type, n))
+                        .collect()
+                })
+                .collect()
+        };
         Ok(CpuCache {
             spec: spec.clone(),
             k: stores(),
             v: stores(),
             slot_pos: (0..spec.n_seq)
-                .map(|_| (0..spec.n_layer).map(|l| vec![0; spec.capacity(l)]).collect())
+                .map(|_| {
+                    (0..spec.n_layer)
+                        .map(|l| vec![0; spec.capacity(l)])
+                        .collect()
+                })
                 .collect(),
             written: vec![vec![0; spec.n_layer]; spec.n_seq],
             len: vec![0; spec.n_seq],
@@ -437,14 +463,20 @@ impl Backend for Cpu {
         if layer >= spec.n_layer {
             return Err(Error::Other(format!("layer {layer} is not in the cache")));
         }
-        let (kd, cap, windowed) = (spec.kv_dim, spec.capacity(layer), spec.windows.get(layer).copied().flatten().is_some());
+        let (kd, cap, windowed) = (
+            spec.kv_dim,
+            spec.capacity(layer),
+            spec.windows.get(layer).copied().flatten().is_some(),
+        );
         out.resize(q.rows, q.cols);
         let mut scratch = self.attn_scratch.lock().unwrap_or_else(|e| e.into_inner());
         for s in batch.spans() {
-            let filled = *cache
-                .len
-                .get(s.seq)
-                .ok_or_else(|| Error::Batch(format!("sequence {} is not in the cache (it holds {})", s.seq, spec.n_seq)))?;
+            let filled = *cache.len.get(s.seq).ok_or_else(|| {
+                Error::Batch(format!(
+                    "sequence {} is not in the cache (it holds {})",
+                    s.seq, spec.n_seq
+                ))
+            })?;
             if s.pos0 > filled {
                 return Err(Error::Batch(format!(
                     "sequence {} continues at position {} but holds only {filled}",
@@ -477,12 +509,25 @@ impl Backend for Cpu {
             *written = (*written).max(end.min(cap));
             // A global layer sees exactly the positions below `end`; a ring
             // relies on the window and the causal mask (see `CpuCache`).
-            let n = if cap == spec.n_ctx && !windowed { end } else { *written };
+            let n = if cap == spec.n_ctx && !windowed {
+                end
+            } else {
+                *written
+            };
             let (qs, os) = (s.start * q.cols, (s.start + s.len) * q.cols);
             let positions = &batch.positions()[s.start..s.start + s.len];
             let pos = &slot_pos[..n];
             let stores = (&cache.k[s.seq][layer], &cache.v[s.seq][layer]);
-            attend_store(p, stores, n * kd, &q.data[qs..os], positions, pos, &mut out.data[qs..os], &mut scratch)?;
+            attend_store(
+                p,
+                stores,
+                n * kd,
+                &q.data[qs..os],
+                positions,
+                pos,
+                &mut out.data[qs..os],
+                &mut scratch,
+            )?;
         }
         Ok(())
     }

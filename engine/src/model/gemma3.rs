@@ -101,7 +101,10 @@ impl<B: Backend> Gemma3<B> {
     }
 
     pub(crate) fn layer_windows(&self) -> Vec<Option<usize>> {
-        self.layers.iter().map(|l| (!l.global).then_some(self.window)).collect()
+        self.layers
+            .iter()
+            .map(|l| (!l.global).then_some(self.window))
+            .collect()
     }
 
     /// Returns the workspace slot holding the logits, if any were asked for.

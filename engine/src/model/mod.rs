@@ -210,7 +210,13 @@ impl<B: Backend> Model<B> {
     }
 
     /// A KV cache taking batches of up to `n_batch` tokens per sequence.
-    pub fn new_cache_with_batch(&self, n_ctx: usize, n_seq: usize, kv_type: KvType, n_batch: usize) -> Result<B::Cache> {
+    pub fn new_cache_with_batch(
+        &self,
+        n_ctx: usize,
+        n_seq: usize,
+        kv_type: KvType,
+        n_batch: usize,
+    ) -> Result<B::Cache> {
         self.backend.new_cache(&CacheSpec {
             n_layer: self.hparams.n_layer,
             n_seq,

@@ -201,7 +201,13 @@ impl KvElem for BlockQ8_0 {
     fn dot(_isa: Isa, q: &[f32], k: &[BlockQ8_0]) -> f32 {
         q.chunks_exact(QK8_0)
             .zip(k)
-            .map(|(q, b)| b.d() * q.iter().zip(&b.qs).map(|(&x, &y)| x * f32::from(y)).sum::<f32>())
+            .map(|(q, b)| {
+                b.d()
+                    * q.iter()
+                        .zip(&b.qs)
+                        .map(|(&x, &y)| x * f32::from(y))
+                        .sum::<f32>()
+            })
             .sum()
     }
 
@@ -286,7 +292,8 @@ fn check<T: KvElem>(
             detail,
         })
     };
-    if p.head_dim == 0 || p.n_head == 0 || p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv) {
+    if p.head_dim == 0 || p.n_head == 0 || p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv)
+    {
         return err(format!(
             "n_head {} must be a non-zero multiple of n_head_kv {}, head_dim {} non-zero",
             p.n_head, p.n_head_kv, p.head_dim
@@ -315,7 +322,11 @@ fn check<T: KvElem>(
         ));
     }
     if !p.head_dim.is_multiple_of(T::PER) {
-        return err(format!("head_dim {} is not a multiple of the cache's block of {}", p.head_dim, T::PER));
+        return err(format!(
+            "head_dim {} is not a multiple of the cache's block of {}",
+            p.head_dim,
+            T::PER
+        ));
     }
     let kv_len = kv.pos.len().checked_mul(p.n_head_kv * p.head_dim / T::PER);
     if Some(kv.k.len()) != kv_len || Some(kv.v.len()) != kv_len {
