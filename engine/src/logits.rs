@@ -50,28 +50,52 @@ pub fn top_n(row: &[f32], n: usize) -> Vec<(u32, f32)> {
     top
 }
 
-/// Undoes the escaping of a prompt file line: `\n`, `\t`, `\r`, `\\`.
+/// Undoes the escaping of a prompt file line: JSON's string escapes (`\n`,
+/// `\t`, `\r`, `\"`, `\\`, `\/`, `\b`, `\f`, `\uXXXX` with surrogate pairs),
+/// so a line may be a JSON string body as in the golden files. An invalid
+/// escape is kept as written.
 pub fn unescape(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('r') => out.push('\r'),
-            Some('\\') => out.push('\\'),
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
+    let mut rest = line;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let esc = &rest[i + 1..];
+        let (text, used): (Option<String>, usize) = match esc.chars().next() {
+            Some('n') => (Some("\n".into()), 1),
+            Some('t') => (Some("\t".into()), 1),
+            Some('r') => (Some("\r".into()), 1),
+            Some('b') => (Some("\u{8}".into()), 1),
+            Some('f') => (Some("\u{c}".into()), 1),
+            Some(c @ ('"' | '\\' | '/')) => (Some(c.to_string()), 1),
+            Some('u') => match hex4(&esc[1..]) {
+                Some(hi @ 0xD800..=0xDBFF) => match esc
+                    .get(5..7)
+                    .filter(|s| *s == "\\u")
+                    .and_then(|_| hex4(&esc[7..]))
+                {
+                    Some(lo @ 0xDC00..=0xDFFF) => {
+                        let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                        (char::from_u32(c).map(String::from), 11)
+                    }
+                    _ => (None, 0),
+                },
+                Some(c) => (char::from_u32(c).map(String::from), 5),
+                None => (None, 0),
+            },
+            _ => (None, 0),
+        };
+        match text {
+            Some(t) => out.push_str(&t),
             None => out.push('\\'),
         }
+        rest = &esc[used..];
     }
+    out.push_str(rest);
     out
+}
+
+fn hex4(s: &str) -> Option<u32> {
+    s.get(..4).and_then(|h| u32::from_str_radix(h, 16).ok())
 }
 
 /// Tokenizes `prompt` (BOS as the file says, special tokens parsed),
@@ -130,9 +154,14 @@ mod tests {
     }
 
     #[test]
-    fn unescape_handles_golden_escapes() {
+    fn unescape_handles_json_escapes() {
         assert_eq!(unescape(r"a\nb\tc\\n"), "a\nb\tc\\n");
         assert_eq!(unescape(r"end\"), "end\\");
         assert_eq!(unescape(r"\q"), "\\q");
+        assert_eq!(
+            unescape(r#"say \"hi\" \u00e9 \ud83e\udd99"#),
+            "say \"hi\" é 🦙"
+        );
+        assert_eq!(unescape(r"\ud83e alone \u12"), "\\ud83e alone \\u12");
     }
 }

@@ -64,7 +64,7 @@ enum Command {
     /// as JSON lines in the format of llama.cpp's reference files.
     Logits {
         model: PathBuf,
-        /// One prompt per line; `\n`, `\t` and `\\` are unescaped.
+        /// One prompt per line, with JSON string escapes (`\n`, `\"`, `\uXXXX`, ...).
         #[arg(long)]
         prompt_file: PathBuf,
         /// Logits kept per position.
