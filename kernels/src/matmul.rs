@@ -11,7 +11,7 @@
 //! token.
 //!
 //! The formats with SIMD kernels (Q8_0, Q5_0, Q4_K, Q6_K: what a Q4_K_M
-//! model holds) take a typed path: the matrix and the activations are cast
+//! model holds; Q4_0, Q4_1, Q5_1, Q2_K, IQ4_NL) take a typed path: the matrix and the activations are cast
 //! to blocks once per call and the dispatched kernels are called directly,
 //! with no per-row checks or `Result`s. That path computes tiles:
 //!
@@ -33,8 +33,9 @@
 use rayon::prelude::*;
 
 use crate::quant::{
-    blocks_from_bytes, kernels, q4_k, q5_0, q6_k, q8_0, Block, BlockQ4K, BlockQ5_0, BlockQ6K,
-    BlockQ8K, BlockQ8_0, Format, QuantError,
+    blocks_from_bytes, iq4_nl, kernels, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0,
+    Block, BlockIQ4NL, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
+    BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Format, QuantError,
 };
 
 /// A weight matrix of `rows` rows of `cols` values, stored row after row in
@@ -254,9 +255,16 @@ macro_rules! tiled {
     };
 }
 tiled!(BlockQ8_0, BlockQ8_0, q8_0);
+tiled!(BlockQ4_0, BlockQ8_0, q4_0);
+tiled!(BlockQ4_1, BlockQ8_1, q4_1);
 tiled!(BlockQ5_0, BlockQ8_0, q5_0);
+tiled!(BlockQ5_1, BlockQ8_1, q5_1);
+tiled!(BlockQ2K, BlockQ8K, q2_k);
+tiled!(BlockQ3K, BlockQ8K, q3_k);
 tiled!(BlockQ4K, BlockQ8K, q4_k);
+tiled!(BlockQ5K, BlockQ8K, q5_k);
 tiled!(BlockQ6K, BlockQ8K, q6_k);
+tiled!(BlockIQ4NL, BlockQ8_0, iq4_nl);
 
 /// [`run_tiled`] for one weight block type.
 type TiledFn =
@@ -265,9 +273,16 @@ type TiledFn =
 fn tiled_kernels(format: Format) -> Option<TiledFn> {
     match format {
         Format::Q8_0 => Some(run_tiled::<BlockQ8_0>),
+        Format::Q4_0 => Some(run_tiled::<BlockQ4_0>),
+        Format::Q4_1 => Some(run_tiled::<BlockQ4_1>),
         Format::Q5_0 => Some(run_tiled::<BlockQ5_0>),
+        Format::Q5_1 => Some(run_tiled::<BlockQ5_1>),
+        Format::Q2_K => Some(run_tiled::<BlockQ2K>),
+        Format::Q3_K => Some(run_tiled::<BlockQ3K>),
         Format::Q4_K => Some(run_tiled::<BlockQ4K>),
+        Format::Q5_K => Some(run_tiled::<BlockQ5K>),
         Format::Q6_K => Some(run_tiled::<BlockQ6K>),
+        Format::IQ4_NL => Some(run_tiled::<BlockIQ4NL>),
         _ => None,
     }
 }

@@ -288,7 +288,7 @@ fn quantize_matches_ggml_c_reference_byte_for_byte() {
 /// quant_simd.rs.
 #[test]
 fn vec_dot_matches_ggml_generic_bit_for_bit() {
-    use hearth_kernels::quant::{blocks_from_bytes, q4_k, q5_0, q6_k, q8_0};
+    use hearth_kernels::quant::{blocks_from_bytes, q3_k, q4_k, q5_0, q5_k, q6_k, q8_0};
     // (weights, activations, weight blocks, activation blocks, ggml's result)
     type Case = (Format, Format, &'static [u8], &'static [u8], &'static [u8]);
     let cases: [Case; 12] = [
@@ -385,6 +385,14 @@ fn vec_dot_matches_ggml_generic_bit_for_bit() {
                 blocks_from_bytes(a).unwrap(),
             ),
             Format::Q4_K => q4_k::simd::kernel(q4_k::simd::Isa::Scalar).unwrap()(
+                blocks_from_bytes(w).unwrap(),
+                blocks_from_bytes(a).unwrap(),
+            ),
+            Format::Q5_K => q5_k::simd::kernel(q5_k::simd::Isa::Scalar).unwrap()(
+                blocks_from_bytes(w).unwrap(),
+                blocks_from_bytes(a).unwrap(),
+            ),
+            Format::Q3_K => q3_k::simd::kernel(q3_k::simd::Isa::Scalar).unwrap()(
                 blocks_from_bytes(w).unwrap(),
                 blocks_from_bytes(a).unwrap(),
             ),
