@@ -10,9 +10,10 @@
 //! in L1, so a weight row is read from memory once per call, not once per
 //! token.
 //!
-//! The formats with SIMD kernels (Q8_0, Q5_0, Q4_K, Q6_K: what a Q4_K_M
-//! model holds; Q4_0, Q4_1, Q5_1, Q2_K, IQ4_NL) take a typed path: the matrix and the activations are cast
-//! to blocks once per call and the dispatched kernels are called directly,
+//! The block formats with SIMD kernels (Q8_0, Q5_0, Q4_K, Q6_K: what a
+//! Q4_K_M model holds; Q4_0, Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS)
+//! take a typed path: the matrix and the activations are cast to blocks once
+//! per call and the dispatched kernels are called directly,
 //! with no per-row checks or `Result`s. That path computes tiles:
 //!
 //! - one token (decode, a GEMV): four weight rows against the activation
@@ -33,9 +34,9 @@
 use rayon::prelude::*;
 
 use crate::quant::{
-    blocks_from_bytes, iq4_nl, kernels, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0,
-    Block, BlockIQ4NL, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0,
-    BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Format, QuantError,
+    blocks_from_bytes, iq4_nl, iq4_xs, kernels, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k,
+    q6_k, q8_0, Block, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Format, QuantError,
 };
 
 /// A weight matrix of `rows` rows of `cols` values, stored row after row in
@@ -265,6 +266,7 @@ tiled!(BlockQ4K, BlockQ8K, q4_k);
 tiled!(BlockQ5K, BlockQ8K, q5_k);
 tiled!(BlockQ6K, BlockQ8K, q6_k);
 tiled!(BlockIQ4NL, BlockQ8_0, iq4_nl);
+tiled!(BlockIQ4XS, BlockQ8K, iq4_xs);
 
 /// [`run_tiled`] for one weight block type.
 type TiledFn =
@@ -283,6 +285,7 @@ fn tiled_kernels(format: Format) -> Option<TiledFn> {
         Format::Q5_K => Some(run_tiled::<BlockQ5K>),
         Format::Q6_K => Some(run_tiled::<BlockQ6K>),
         Format::IQ4_NL => Some(run_tiled::<BlockIQ4NL>),
+        Format::IQ4_XS => Some(run_tiled::<BlockIQ4XS>),
         _ => None,
     }
 }

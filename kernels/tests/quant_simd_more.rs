@@ -76,10 +76,6 @@ fn best_isa_is_the_last_available() {
         iq4_xs::simd::available().last()
     );
     assert_eq!(iq4_xs::simd::available()[0], iq4_xs::simd::Isa::Scalar);
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c") {
-        assert_eq!(iq4_xs::simd::best(), iq4_xs::simd::Isa::Avx2);
-    }
     assert_eq!(Some(&q4_1::simd::best()), q4_1::simd::available().last());
     assert_eq!(q4_1::simd::available()[0], q4_1::simd::Isa::Scalar);
     assert_eq!(Some(&q5_1::simd::best()), q5_1::simd::available().last());
@@ -98,6 +94,7 @@ fn best_isa_is_the_last_available() {
         assert_eq!(q2_k::simd::best() == q2_k::simd::Isa::Avx512Vnni, has);
         assert_eq!(q4_1::simd::best() == q4_1::simd::Isa::Avx512Vnni, has);
         assert_eq!(q5_1::simd::best() == q5_1::simd::Isa::Avx512Vnni, has);
+        assert_eq!(iq4_xs::simd::best() == iq4_xs::simd::Isa::Avx512Vnni, has);
     }
 }
 
@@ -1091,6 +1088,27 @@ two_by_four_test!(
     q2_k_two_by_four_equals_one_row,
     q2_k,
     random_q2_k,
+    random_q8_k,
+    [1, 2, 3, 5]
+);
+four_rows_test!(
+    iq4_xs_four_rows_equal_one_row,
+    iq4_xs,
+    random_iq4_xs,
+    random_q8_k,
+    [1, 2, 3, 5]
+);
+four_weight_rows_test!(
+    iq4_xs_four_weight_rows_equal_one_row,
+    iq4_xs,
+    random_iq4_xs,
+    random_q8_k,
+    [1, 2, 3, 5]
+);
+two_by_four_test!(
+    iq4_xs_two_by_four_equals_one_row,
+    iq4_xs,
+    random_iq4_xs,
     random_q8_k,
     [1, 2, 3, 5]
 );
