@@ -22,15 +22,21 @@ thread_local! {
 // SAFETY: forwards to the system allocator unchanged; the bookkeeping only
 // touches a const-initialised thread-local Cell, which never allocates.
 unsafe impl GlobalAlloc for Watch {
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`]; forwarded to [`System`].
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LARGEST.with(|l| l.set(l.get().max(layout.size())));
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
+    /// # Safety
+    /// As [`GlobalAlloc::dealloc`]; forwarded to [`System`].
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from `System.alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
+    /// # Safety
+    /// As [`GlobalAlloc::realloc`]; forwarded to [`System`].
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LARGEST.with(|l| l.set(l.get().max(new_size)));
         // SAFETY: same contract as our caller's.
