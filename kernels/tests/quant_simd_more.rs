@@ -8,51 +8,11 @@
 
 use hearth_kernels::quant::{
     float, iq4_nl, iq4_xs, kernels, q2_k, q3_k, q4_0, q4_1, q5_1, q5_k, BlockIQ4NL, BlockIQ4XS,
-    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_1, BlockQ8K, BlockQ8_0, BlockQ8_1,
-    Format,
+    BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_1, BlockQ8_0, BlockQ8_1, Format,
 };
 
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn fill(&mut self, bytes: &mut [u8]) {
-        for b in bytes {
-            *b = self.next_u64() as u8;
-        }
-    }
-    /// A finite f16 scale around 0.01, either sign.
-    fn f16_scale(&mut self) -> [u8; 2] {
-        let v = ((self.next_u64() % 2001) as f32 - 1000.0) * 1e-5;
-        half::f16::from_f32(v).to_bits().to_le_bytes()
-    }
-}
-
-fn random_q8_0(rng: &mut Rng, n: usize) -> Vec<BlockQ8_0> {
-    (0..n)
-        .map(|_| {
-            let mut qs = [0u8; 32];
-            rng.fill(&mut qs);
-            BlockQ8_0 {
-                d: rng.f16_scale(),
-                qs: qs.map(|b| b as i8),
-            }
-        })
-        .collect()
-}
-
-fn normalized_error(got: f32, want: f32, scale: f64) -> f64 {
-    if scale == 0.0 {
-        return (got as f64 - want as f64).abs();
-    }
-    (got as f64 - want as f64).abs() / scale
-}
+mod common;
+use common::{normalized_error, random_q8_0, random_q8_k, Rng};
 
 /// The dispatcher picks the best ISA of the CPU, AVX-512 VNNI exactly where
 /// the CPU has it.
@@ -166,29 +126,6 @@ fn q4_0_rows_match_scalar_by_normalized_error() {
         let got = table(bytemuck::cast_slice(&x), bytemuck::cast_slice(&y)).unwrap();
         assert_eq!(got.to_bits(), best.to_bits(), "{n} blocks");
     }
-}
-
-/// Random Q8_K blocks over the full i8 range, with `bsums` consistent with
-/// `qs` as `quantize_row_q8_K` makes them.
-fn random_q8_k(rng: &mut Rng, n: usize) -> Vec<BlockQ8K> {
-    (0..n)
-        .map(|_| {
-            let mut qs = [0u8; 256];
-            rng.fill(&mut qs);
-            let qs = qs.map(|b| b as i8);
-            let mut bsums = [0u8; 32];
-            for j in 0..16 {
-                let s: i32 = qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum();
-                bsums[2 * j..2 * j + 2].copy_from_slice(&(s as i16).to_le_bytes());
-            }
-            let d = ((rng.next_u64() % 2001) as f32 - 1000.0) * 1e-5;
-            BlockQ8K {
-                d: d.to_le_bytes(),
-                qs,
-                bsums,
-            }
-        })
-        .collect()
 }
 
 fn random_q5_k(rng: &mut Rng, n: usize) -> Vec<BlockQ5K> {
