@@ -366,7 +366,10 @@ fn generate(
             eprintln!("\n[context full: {} tokens]", session.n_ctx());
             break;
         }
-        logits = session.feed(&[id], false, |_, _| {})?.to_vec();
+        // Reuse the buffer: one copy of the logits row per token, no allocation.
+        let next = session.feed(&[id], false, |_, _| {})?;
+        logits.clear();
+        logits.extend_from_slice(next);
     }
     out.write_all(decoder.finish().as_bytes())?;
     Ok((generated, t0.elapsed().as_secs_f64()))
