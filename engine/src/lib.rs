@@ -11,6 +11,7 @@ pub mod logits;
 pub mod model;
 pub mod perplexity;
 pub mod sampler;
+pub mod server;
 pub mod session;
 pub mod tokenizer;
 

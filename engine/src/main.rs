@@ -170,6 +170,40 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Serve the model over HTTP: an OpenAI-compatible API (chat and text
+    /// completions, streaming) with continuous batching of --parallel slots.
+    Serve {
+        model: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// 0 picks a free port (the address is printed to stderr).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Requests decoded together, in one batched forward pass per token.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Context of each slot in tokens (default: the model's, at most 4096).
+        #[arg(short = 'c', long)]
+        ctx_size: Option<usize>,
+        /// Require `Authorization: Bearer KEY` on every route but /health.
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Threads for compute (default: all cores).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        /// Requests that may wait for a slot; more get 503 with Retry-After.
+        #[arg(long, default_value_t = 64)]
+        queue_size: usize,
+        /// Most prompt tokens evaluated per step, between decode steps.
+        #[arg(long, default_value_t = 256)]
+        prefill_chunk: usize,
+        /// Element type of the KV cache.
+        #[arg(long, value_enum, default_value_t = KvArg::F16)]
+        kv_type: KvArg,
+        /// The model id clients use (default: the file name without .gguf).
+        #[arg(long)]
+        alias: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -645,6 +679,41 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 kl_top_k,
                 kv_type,
             )?;
+        }
+        Command::Serve {
+            model,
+            host,
+            port,
+            parallel,
+            ctx_size,
+            api_key,
+            threads,
+            queue_size,
+            prefill_chunk,
+            kv_type,
+            alias,
+        } => {
+            let id = alias.unwrap_or_else(|| {
+                model
+                    .file_stem()
+                    .map_or("model".into(), |s| s.to_string_lossy().into_owned())
+            });
+            let cfg = hearth::server::ServeConfig {
+                host,
+                port,
+                parallel,
+                ctx_size,
+                api_key,
+                queue_size,
+                prefill_chunk,
+                kv_type: kv_type.into(),
+                ..hearth::server::ServeConfig::new(id)
+            };
+            hearth::server::run(cfg, threads, move || {
+                Model::load(&model, Cpu::new())
+                    .map_err(|e| hearth::Error::Other(format!("{}: {e}", model.display())))
+            })
+            .map_err(|e| e.to_string())?;
         }
         Command::Info {
             model,

@@ -126,6 +126,12 @@ impl<'m, B: Backend> Session<'m, B> {
             .count();
         // At least one token must be evaluated to have logits.
         let keep = common.min(prompt.len().saturating_sub(1));
+        // A sliding-window layer may have overwritten what the kept prefix
+        // needs (the history went on far past it); then start afresh.
+        let keep = self
+            .model
+            .cache_spec(self.n_ctx, 1, KvType::F16, self.n_batch)
+            .reusable_prefix(self.tokens.len(), keep);
         self.tokens.truncate(keep);
         self.feed(&prompt[keep..], false, progress)
     }

@@ -70,6 +70,31 @@ impl CacheSpec {
             None => self.n_ctx,
         }
     }
+
+    /// How much of a sequence's cached prefix can be kept when its history
+    /// of `filled` positions is cut back to its first `keep` positions.
+    ///
+    /// A global layer keeps every position, but a sliding-window layer's
+    /// ring (see [`capacity`](Self::capacity)) has overwritten position `p`
+    /// once position `p + capacity` was written. The first query after the
+    /// cut (position `keep`) needs its window `keep + 1 - window .. keep`, so
+    /// the cut is usable only if none of those were overwritten; a shorter
+    /// prefix only needs older positions, so the answer is `keep` or 0.
+    pub fn reusable_prefix(&self, filled: usize, keep: usize) -> usize {
+        let keep = keep.min(filled);
+        let intact = (0..self.n_layer).all(|layer| {
+            let Some(window) = self.windows.get(layer).copied().flatten() else {
+                return true;
+            };
+            let oldest_needed = (keep + 1).saturating_sub(window);
+            keep == 0 || oldest_needed + self.capacity(layer) >= filled
+        });
+        if intact {
+            keep
+        } else {
+            0
+        }
+    }
 }
 
 /// A compute backend. See the module docs.
@@ -151,4 +176,42 @@ pub trait Backend: Sync {
     fn select_rows(&self, x: &Self::Tensor, rows: &[usize], out: &mut Self::Tensor) -> Result<()>;
     /// Copies `x` to the host: `out` gets `rows * cols` values; returns `(rows, cols)`.
     fn read(&self, x: &Self::Tensor, out: &mut Vec<f32>) -> Result<(usize, usize)>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(n_ctx: usize, window: usize, n_batch: usize) -> CacheSpec {
+        CacheSpec {
+            n_layer: 2,
+            n_seq: 1,
+            n_ctx,
+            kv_dim: 8,
+            kv_type: KvType::F32,
+            windows: vec![None, Some(window)],
+            n_batch,
+        }
+    }
+
+    #[test]
+    fn a_prefix_is_reusable_only_while_the_ring_still_holds_its_window() {
+        // Window 8, batches of 4: the windowed layer keeps 12 positions.
+        let s = spec(100, 8, 4);
+        assert_eq!(s.capacity(1), 12);
+        // Nothing wrapped yet: any cut is fine.
+        assert_eq!(s.reusable_prefix(12, 5), 5);
+        // History of 40: position p was overwritten once p + 12 <= 39. The
+        // query at `keep` needs keep - 7 ..= keep - 1.
+        assert_eq!(s.reusable_prefix(40, 39), 39);
+        assert_eq!(s.reusable_prefix(40, 35), 35); // needs 28.., kept 28..39
+        assert_eq!(s.reusable_prefix(40, 34), 0); // needs 27, overwritten by 39
+        assert_eq!(s.reusable_prefix(40, 5), 0);
+        assert_eq!(s.reusable_prefix(40, 0), 0);
+        // keep is clamped to what the cache holds.
+        assert_eq!(s.reusable_prefix(10, 50), 10);
+        // A cache made for batches of a whole context never wraps.
+        let s = spec(100, 8, 100);
+        assert_eq!(s.reusable_prefix(100, 1), 1);
+    }
 }

@@ -217,7 +217,19 @@ impl<B: Backend> Model<B> {
         kv_type: KvType,
         n_batch: usize,
     ) -> Result<B::Cache> {
-        self.backend.new_cache(&CacheSpec {
+        self.backend
+            .new_cache(&self.cache_spec(n_ctx, n_seq, kv_type, n_batch))
+    }
+
+    /// The shape of the cache [`new_cache_with_batch`](Self::new_cache_with_batch) makes.
+    pub fn cache_spec(
+        &self,
+        n_ctx: usize,
+        n_seq: usize,
+        kv_type: KvType,
+        n_batch: usize,
+    ) -> CacheSpec {
+        CacheSpec {
             n_layer: self.hparams.n_layer,
             n_seq,
             n_ctx,
@@ -225,7 +237,7 @@ impl<B: Backend> Model<B> {
             kv_type,
             windows: self.layer_windows(),
             n_batch: n_batch.max(1),
-        })
+        }
     }
 
     /// Per layer, the sliding window of its attention, if any.

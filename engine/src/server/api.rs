@@ -1,0 +1,617 @@
+//! The OpenAI request bodies, read field by field so that every bad value
+//! gets a 400 naming the parameter, and the error shape
+//! `{"error": {"message", "type", "param", "code"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::chat::Message;
+use crate::sampler::SamplerConfig;
+
+/// An error response in OpenAI's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, ...
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    /// Seconds, for the `Retry-After` header of a 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400 for a bad value of `param`.
+    pub fn param(param: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            param: Some(param.to_string()),
+            code: Some("invalid_value"),
+            ..ApiError::bad_request(format!("`{param}`: {}", message.into()))
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>, retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn body(&self) -> Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, axum::Json(self.body())).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+/// Parses a request body: UTF-8, then a JSON object.
+pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the request body is not valid UTF-8 (byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// Typed access to the fields of a request object; `null` counts as absent.
+pub struct Fields<'a>(pub &'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, k: &str) -> Option<&'a Value> {
+        self.0.get(k).filter(|v| !v.is_null())
+    }
+
+    pub fn bool(&self, k: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(ApiError::param(
+                k,
+                format!("expected a boolean, got {}", kind(v)),
+            )),
+        }
+    }
+
+    pub fn str(&self, k: &str) -> Result<Option<&'a str>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(ApiError::param(
+                k,
+                format!("expected a string, got {}", kind(v)),
+            )),
+        }
+    }
+
+    /// A number within `lo..=hi`.
+    pub fn f32_in(&self, k: &str, lo: f32, hi: f32) -> Result<Option<f32>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Number(n)) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                if x >= f64::from(lo) && x <= f64::from(hi) {
+                    Ok(Some(x as f32))
+                } else {
+                    Err(ApiError::param(k, format!("{n} is not in [{lo}, {hi}]")))
+                }
+            }
+            Some(v) => Err(ApiError::param(
+                k,
+                format!("expected a number, got {}", kind(v)),
+            )),
+        }
+    }
+
+    /// An integer within `lo..=hi`.
+    pub fn int_in(&self, k: &str, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
+                _ if n.is_f64() && n.as_f64().is_some_and(|f| f.fract() != 0.0) => {
+                    Err(ApiError::param(k, format!("expected an integer, got {n}")))
+                }
+                _ => Err(ApiError::param(k, format!("{n} is not in [{lo}, {hi}]"))),
+            },
+            Some(v) => Err(ApiError::param(
+                k,
+                format!("expected an integer, got {}", kind(v)),
+            )),
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Most stop strings a request may give.
+pub const MAX_STOP: usize = 16;
+/// Most alternatives `top_logprobs` may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: i64 = 20;
+
+/// The options common to chat and text completions.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `None`: until the context is full.
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplerConfig,
+    pub stop: Vec<String>,
+    pub logprobs: Option<usize>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Whose format `logprobs` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `logprobs: bool` plus `top_logprobs: int`.
+    Chat,
+    /// Legacy completions: `logprobs: int` (alternatives, at most 5).
+    Completion,
+}
+
+/// Reads the sampling and output options. `seed` defaults to `default_seed`.
+pub fn options(f: &Fields<'_>, endpoint: Endpoint, default_seed: u64) -> Result<Options, ApiError> {
+    if let Some(n) = f.int_in("n", i64::MIN, i64::MAX)? {
+        if n != 1 {
+            return Err(ApiError::param(
+                "n",
+                format!("only n = 1 is supported, got {n}"),
+            ));
+        }
+    }
+    let max_a = f.int_in("max_tokens", 1, i64::from(u32::MAX))?;
+    let max_b = f.int_in("max_completion_tokens", 1, i64::from(u32::MAX))?;
+    let max_tokens = max_b.or(max_a).map(|m| m as usize);
+    let mut sampling = SamplerConfig {
+        // OpenAI's defaults: temperature 1, no top-k or min-p filtering.
+        temperature: f.f32_in("temperature", 0.0, 2.0)?.unwrap_or(1.0),
+        top_p: 1.0,
+        top_k: 0,
+        min_p: 0.0,
+        ..SamplerConfig::default()
+    };
+    if let Some(p) = f.f32_in("top_p", 0.0, 1.0)? {
+        if p == 0.0 {
+            return Err(ApiError::param("top_p", "must be greater than 0"));
+        }
+        sampling.top_p = p;
+    }
+    // llama.cpp's extensions.
+    if let Some(k) = f.int_in("top_k", 0, i64::from(u32::MAX))? {
+        sampling.top_k = k as usize;
+    }
+    if let Some(m) = f.f32_in("min_p", 0.0, 1.0)? {
+        sampling.min_p = m;
+    }
+    if let Some(r) = f.f32_in("repeat_penalty", 0.01, 100.0)? {
+        sampling.repeat_penalty = r;
+    }
+    sampling.frequency_penalty = f.f32_in("frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+    sampling.presence_penalty = f.f32_in("presence_penalty", -2.0, 2.0)?.unwrap_or(0.0);
+    sampling.seed = match f.0.get("seed").filter(|v| !v.is_null()) {
+        None => default_seed,
+        Some(Value::Number(n)) if n.is_u64() => n.as_u64().unwrap_or(0),
+        // Negative seeds (OpenAI allows them) map to their two's complement.
+        Some(Value::Number(n)) if n.is_i64() => n.as_i64().unwrap_or(0) as u64,
+        Some(v) => {
+            return Err(ApiError::param(
+                "seed",
+                format!("expected an integer, got {}", kind(v)),
+            ))
+        }
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+
+    let stop = match f.0.get("stop").filter(|v| !v.is_null()) {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => {
+            if a.len() > MAX_STOP {
+                return Err(ApiError::param(
+                    "stop",
+                    format!("at most {MAX_STOP} stop strings, got {}", a.len()),
+                ));
+            }
+            a.iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    v => Err(ApiError::param(
+                        "stop",
+                        format!("expected strings, got {}", kind(v)),
+                    )),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Some(v) => {
+            return Err(ApiError::param(
+                "stop",
+                format!("expected a string or an array of strings, got {}", kind(v)),
+            ))
+        }
+    };
+    if stop.iter().any(String::is_empty) {
+        return Err(ApiError::param("stop", "stop strings must not be empty"));
+    }
+
+    let logprobs = match endpoint {
+        Endpoint::Chat => {
+            let on = f.bool("logprobs")?.unwrap_or(false);
+            let top = f.int_in("top_logprobs", 0, MAX_TOP_LOGPROBS)?;
+            if top.is_some() && !on {
+                return Err(ApiError::param(
+                    "top_logprobs",
+                    "needs `logprobs` set to true",
+                ));
+            }
+            on.then_some(top.unwrap_or(0) as usize)
+        }
+        Endpoint::Completion => f.int_in("logprobs", 0, 5)?.map(|n| n as usize),
+    };
+
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.0.get("stream_options").filter(|v| !v.is_null()) {
+        None => false,
+        Some(Value::Object(o)) => Fields(o).bool("include_usage")?.unwrap_or(false),
+        Some(v) => {
+            return Err(ApiError::param(
+                "stream_options",
+                format!("expected an object, got {}", kind(v)),
+            ))
+        }
+    };
+    Ok(Options {
+        max_tokens,
+        sampling,
+        stop,
+        logprobs,
+        stream,
+        include_usage,
+    })
+}
+
+/// The roles a chat request may use.
+const ROLES: &str = "system, developer, user, assistant";
+
+/// Reads `messages`: a non-empty array of `{role, content}` with text
+/// content (a string, or an array of `{"type": "text", "text": ...}` parts).
+pub fn messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
+    let list = match f.0.get("messages") {
+        None | Some(Value::Null) => return Err(ApiError::param("messages", "is required")),
+        Some(Value::Array(a)) => a,
+        Some(v) => {
+            return Err(ApiError::param(
+                "messages",
+                format!("expected an array, got {}", kind(v)),
+            ))
+        }
+    };
+    if list.is_empty() {
+        return Err(ApiError::param("messages", "must not be empty"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let p = |field: &str| format!("messages[{i}].{field}");
+            let Value::Object(m) = m else {
+                return Err(ApiError::param(
+                    &format!("messages[{i}]"),
+                    format!("expected an object, got {}", kind(m)),
+                ));
+            };
+            let role = match m.get("role") {
+                Some(Value::String(r)) => r.as_str(),
+                Some(v) => {
+                    return Err(ApiError::param(
+                        &p("role"),
+                        format!("expected a string, got {}", kind(v)),
+                    ))
+                }
+                None => return Err(ApiError::param(&p("role"), "is required")),
+            };
+            let role = match role {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                r => {
+                    return Err(ApiError::param(
+                        &p("role"),
+                        format!("unknown role {r:?}; expected one of {ROLES}"),
+                    ))
+                }
+            };
+            let content = match m.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                None | Some(Value::Null) if role == "assistant" => String::new(),
+                Some(Value::Array(parts)) => {
+                    let mut text = String::new();
+                    for (j, part) in parts.iter().enumerate() {
+                        let pp = format!("messages[{i}].content[{j}]");
+                        match (part.get("type"), part.get("text")) {
+                            (Some(Value::String(t)), Some(Value::String(s))) if t == "text" => {
+                                text.push_str(s)
+                            }
+                            (Some(Value::String(t)), _) if t != "text" => {
+                                return Err(ApiError::param(
+                                    &pp,
+                                    format!("content of type {t:?} is not supported; only text"),
+                                ))
+                            }
+                            _ => {
+                                return Err(ApiError::param(
+                                    &pp,
+                                    "expected {\"type\": \"text\", \"text\": \"...\"}",
+                                ))
+                            }
+                        }
+                    }
+                    text
+                }
+                Some(v) => {
+                    return Err(ApiError::param(
+                        &p("content"),
+                        format!(
+                            "expected a string or an array of text parts, got {}",
+                            kind(v)
+                        ),
+                    ))
+                }
+                None => return Err(ApiError::param(&p("content"), "is required")),
+            };
+            Ok(Message::new(role, content))
+        })
+        .collect()
+}
+
+/// A completion's prompt: text, or token ids.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// Reads `prompt`: a string, an array of one string, or an array of token
+/// ids below `n_vocab`.
+pub fn prompt(f: &Fields<'_>, n_vocab: usize) -> Result<Prompt, ApiError> {
+    let bad = |m: String| ApiError::param("prompt", m);
+    match f.0.get("prompt") {
+        None | Some(Value::Null) => Err(bad("is required".into())),
+        Some(Value::String(s)) => Ok(Prompt::Text(s.clone())),
+        Some(Value::Array(a)) => match a.as_slice() {
+            [Value::String(s)] => Ok(Prompt::Text(s.clone())),
+            [] => Err(bad("must not be empty".into())),
+            a if a.iter().all(Value::is_number) => a
+                .iter()
+                .map(|v| match v.as_u64() {
+                    Some(id) if (id as usize) < n_vocab => Ok(id as u32),
+                    _ => Err(bad(format!(
+                        "token {v} is not an id of this vocabulary (0..{n_vocab})"
+                    ))),
+                })
+                .collect::<Result<_, _>>()
+                .map(Prompt::Tokens),
+            _ => Err(bad(
+                "expected a string, an array of one string, or an array of token ids".into(),
+            )),
+        },
+        Some(v) => Err(bad(format!("expected a string, got {}", kind(v)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(body: &str, e: Endpoint) -> Result<Options, ApiError> {
+        let m = parse_body(body.as_bytes())?;
+        options(&Fields(&m), e, 7)
+    }
+
+    #[test]
+    fn bad_values_name_their_parameter() {
+        let cases = [
+            (r#"{"max_tokens": -1}"#, "max_tokens"),
+            (r#"{"max_tokens": 0}"#, "max_tokens"),
+            (r#"{"max_tokens": 1e30}"#, "max_tokens"),
+            (r#"{"max_tokens": "5"}"#, "max_tokens"),
+            (r#"{"max_tokens": 2.5}"#, "max_tokens"),
+            (r#"{"temperature": 3}"#, "temperature"),
+            (r#"{"temperature": "hot"}"#, "temperature"),
+            (r#"{"top_p": 0}"#, "top_p"),
+            (r#"{"n": 2}"#, "n"),
+            (r#"{"stop": 5}"#, "stop"),
+            (r#"{"stop": [""]}"#, "stop"),
+            (r#"{"seed": "x"}"#, "seed"),
+            (r#"{"frequency_penalty": 9}"#, "frequency_penalty"),
+            (r#"{"top_logprobs": 3}"#, "top_logprobs"),
+            (r#"{"logprobs": true, "top_logprobs": 21}"#, "top_logprobs"),
+            (r#"{"stream": "yes"}"#, "stream"),
+            (
+                r#"{"stream_options": {"include_usage": 1}}"#,
+                "include_usage",
+            ),
+        ];
+        for (body, param) in cases {
+            let e = opts(body, Endpoint::Chat).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+            assert!(e.message.contains(param), "{body}: {}", e.message);
+        }
+        let e = opts(r#"{"logprobs": 6}"#, Endpoint::Completion).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("logprobs"));
+    }
+
+    #[test]
+    fn good_values_are_read() {
+        let o = opts(
+            r#"{"max_completion_tokens": 9, "max_tokens": 3, "temperature": 0, "top_p": 0.5,
+                "seed": -1, "stop": ["a", "b"], "logprobs": true, "top_logprobs": 2,
+                "stream": true, "stream_options": {"include_usage": true}, "n": 1,
+                "presence_penalty": 0.5, "frequency_penalty": -0.5, "unknown": {"x": 1}}"#,
+            Endpoint::Chat,
+        )
+        .unwrap();
+        assert_eq!(o.max_tokens, Some(9));
+        assert_eq!(o.sampling.temperature, 0.0);
+        assert_eq!(o.sampling.top_p, 0.5);
+        assert_eq!(o.sampling.seed, u64::MAX);
+        assert_eq!(o.stop, ["a", "b"]);
+        assert_eq!(o.logprobs, Some(2));
+        assert!(o.stream && o.include_usage);
+        assert_eq!(o.sampling.presence_penalty, 0.5);
+        assert_eq!(o.sampling.frequency_penalty, -0.5);
+        let o = opts("{}", Endpoint::Completion).unwrap();
+        assert_eq!(o.max_tokens, None);
+        assert_eq!(o.sampling.seed, 7);
+        assert_eq!(o.logprobs, None);
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_objects() {
+        for body in [&b"{"[..], b"[1]", b"\xff\xfe", b"", b"null"] {
+            let e = parse_body(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        }
+        let e = parse_body(b"{\"a\": \"\xc3\x28\"}").unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
+    }
+
+    #[test]
+    fn messages_are_checked() {
+        let read = |body: &str| {
+            let m = parse_body(body.as_bytes()).unwrap();
+            messages(&Fields(&m))
+        };
+        for (body, param) in [
+            (r#"{}"#, "messages"),
+            (r#"{"messages": []}"#, "messages"),
+            (r#"{"messages": "hi"}"#, "messages"),
+            (r#"{"messages": [1]}"#, "messages[0]"),
+            (
+                r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"messages": [{"role": 3, "content": "x"}]}"#,
+                "messages[0].role",
+            ),
+            (r#"{"messages": [{"role": "user"}]}"#, "messages[0].content"),
+            (
+                r#"{"messages": [{"role": "user", "content": 5}]}"#,
+                "messages[0].content",
+            ),
+            (
+                r#"{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
+                "messages[0].content[0]",
+            ),
+        ] {
+            let e = read(body).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+        }
+        let m = read(
+            r#"{"messages": [{"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                {"role": "assistant", "content": null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            [
+                Message::new("system", "be brief"),
+                Message::new("user", "ab"),
+                Message::new("assistant", "")
+            ]
+        );
+    }
+
+    #[test]
+    fn prompts_are_checked() {
+        let read = |body: &str| {
+            let m = parse_body(body.as_bytes()).unwrap();
+            prompt(&Fields(&m), 100)
+        };
+        assert_eq!(
+            read(r#"{"prompt": "hi"}"#).unwrap(),
+            Prompt::Text("hi".into())
+        );
+        assert_eq!(
+            read(r#"{"prompt": ["hi"]}"#).unwrap(),
+            Prompt::Text("hi".into())
+        );
+        assert_eq!(
+            read(r#"{"prompt": [1, 99]}"#).unwrap(),
+            Prompt::Tokens(vec![1, 99])
+        );
+        for body in [
+            r#"{}"#,
+            r#"{"prompt": []}"#,
+            r#"{"prompt": [100]}"#,
+            r#"{"prompt": [-1]}"#,
+            r#"{"prompt": ["a", "b"]}"#,
+            r#"{"prompt": 3}"#,
+        ] {
+            let e = read(body).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("prompt"), "{body}");
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! The HTTP routes: OpenAI's chat and text completions, models, health,
+//! metrics, tokenize and detokenize.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::api::{self, ApiError, Endpoint, Fields, Options, Prompt};
+use super::scheduler::{Event, Finish, Job, Rejected, Usage};
+use super::{Ready, Shared};
+use crate::sampler::TokenLogprobs;
+use crate::tokenizer::Tokenizer;
+
+type St = State<Arc<Shared>>;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .route("/metrics", get(metrics))
+        .merge(super::ollama::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), guard))
+        .layer(DefaultBodyLimit::max(shared.cfg.max_body))
+        .with_state(shared)
+}
+
+/// Checks the API key (all routes but `/health`) and counts refusals.
+async fn guard(State(s): St, req: Request, next: Next) -> Response {
+    if let Some(key) = &s.cfg.api_key {
+        if req.uri().path() != "/health" {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !super::constant_time_eq(given.as_bytes(), key.as_bytes()) {
+                s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication_error",
+                    "a missing or wrong API key: send `Authorization: Bearer KEY`",
+                )
+                .with_code("invalid_api_key")
+                .into_response();
+            }
+        }
+    }
+    let r = next.run(req).await;
+    if r.status().is_client_error() {
+        s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
+    .with_code("not_found")
+}
+
+pub(crate) fn ready(s: &Shared) -> Result<&Ready, ApiError> {
+    if s.shutting_down.load(Ordering::Relaxed) {
+        return Err(ApiError::unavailable("the server is shutting down", 5));
+    }
+    s.ready
+        .get()
+        .ok_or_else(|| ApiError::unavailable("the model is still loading", 1))
+}
+
+async fn health(State(s): St) -> Response {
+    match ready(&s) {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            let status = if s.ready.get().is_some() {
+                "shutting down"
+            } else {
+                "loading"
+            };
+            let mut r = (e.status, Json(json!({"status": status}))).into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(1u64));
+            r
+        }
+    }
+}
+
+fn model_object(s: &Shared) -> Value {
+    json!({
+        "id": s.cfg.model_id,
+        "object": "model",
+        "created": s.started,
+        "owned_by": "hearth",
+    })
+}
+
+async fn models(State(s): St) -> Json<Value> {
+    Json(json!({"object": "list", "data": [model_object(&s)]}))
+}
+
+async fn model(State(s): St, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    match check_model(&s, Some(&id)) {
+        Ok(()) => Json(model_object(&s)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) fn check_model(s: &Shared, name: Option<&str>) -> Result<(), ApiError> {
+    match name {
+        Some(m) if m != s.cfg.model_id => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!(
+                "the model `{m}` does not exist; this server has `{}`",
+                s.cfg.model_id
+            ),
+        )
+        .with_code("model_not_found")),
+        _ => Ok(()),
+    }
+}
+
+async fn metrics(State(s): St) -> Response {
+    let text = s.metrics.render(s.queue.len(), s.cfg.parallel);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The body as a JSON object; an over-long body is 413.
+pub(crate) fn body_object(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Map<String, Value>, ApiError> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "invalid_request_error",
+                "the request body is too large",
+            )
+            .with_code("request_too_large")
+        } else {
+            ApiError::new(status, "invalid_request_error", e.body_text())
+        }
+    })?;
+    api::parse_body(&body)
+}
+
+async fn tokenize(
+    State(s): St,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r = ready(&s)?;
+    let m = body_object(body)?;
+    let f = Fields(&m);
+    let content = f
+        .str("content")?
+        .ok_or_else(|| ApiError::param("content", "is required"))?
+        .to_string();
+    let add_special = f.bool("add_special")?.unwrap_or(false);
+    let pieces = f.bool("with_pieces")?.unwrap_or(false);
+    let tok = Arc::clone(&r.tok);
+    blocking(move || {
+        let ids = tok
+            .encode(&content, add_special, true)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let tokens: Vec<Value> = if pieces {
+            ids.iter()
+                .map(|&id| json!({"id": id, "piece": piece_text(&tok, id)}))
+                .collect()
+        } else {
+            ids.iter().map(|&id| json!(id)).collect()
+        };
+        Ok(Json(json!({"tokens": tokens})))
+    })
+    .await
+}
+
+async fn detokenize(
+    State(s): St,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let r = ready(&s)?;
+    let m = body_object(body)?;
+    let ids = match m.get("tokens") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v.as_u64() {
+                Some(id) if (id as usize) < r.n_vocab => Ok(id as u32),
+                _ => Err(ApiError::param(
+                    "tokens",
+                    format!(
+                        "{v} is not a token id of this vocabulary (0..{})",
+                        r.n_vocab
+                    ),
+                )),
+            })
+            .collect::<Result<Vec<u32>, _>>()?,
+        _ => return Err(ApiError::param("tokens", "expected an array of token ids")),
+    };
+    Ok(Json(json!({"content": r.tok.decode(&ids)})))
+}
+
+fn piece_text(tok: &Tokenizer, id: u32) -> String {
+    String::from_utf8_lossy(tok.token_to_piece(id).unwrap_or_default()).into_owned()
+}
+
+/// Runs CPU work (templates, tokenizing) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a worker failed: {e}")))?
+}
+
+/// Tokenizes a chat-rendered prompt: the template writes the BOS text
+/// itself, so BOS is added only if the file wants one and the text lacks it.
+pub(crate) fn encode_chat(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
+    let mut ids = tok
+        .encode(text, false, true)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
+        }
+    }
+    Ok(ids)
+}
+
+pub(crate) fn default_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+async fn chat_completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = async {
+        let ready = ready(&s)?;
+        let m = body_object(body)?;
+        let f = Fields(&m);
+        check_model(&s, f.str("model")?)?;
+        let messages = api::messages(&f)?;
+        let opts = api::options(&f, Endpoint::Chat, default_seed())?;
+        let template = ready
+            .template
+            .clone()
+            .map_err(|e| ApiError::bad_request(format!("chat is not available: {e}")))?;
+        let tok = Arc::clone(&ready.tok);
+        let prompt = blocking(move || {
+            let text = template
+                .render(&messages, true)
+                .map_err(|e| ApiError::param("messages", e.to_string()))?;
+            encode_chat(&tok, &text)
+        })
+        .await?;
+        Ok::<_, ApiError>((prompt, opts))
+    }
+    .await;
+    match r {
+        Ok((prompt, opts)) => generate(s, prompt, opts, Endpoint::Chat).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = async {
+        let ready = ready(&s)?;
+        let m = body_object(body)?;
+        let f = Fields(&m);
+        check_model(&s, f.str("model")?)?;
+        let prompt = api::prompt(&f, ready.n_vocab)?;
+        let opts = api::options(&f, Endpoint::Completion, default_seed())?;
+        let prompt = match prompt {
+            Prompt::Tokens(t) => t,
+            Prompt::Text(text) => {
+                let tok = Arc::clone(&ready.tok);
+                blocking(move || {
+                    tok.encode(&text, true, true)
+                        .map_err(|e| ApiError::param("prompt", e.to_string()))
+                })
+                .await?
+            }
+        };
+        Ok::<_, ApiError>((prompt, opts))
+    }
+    .await;
+    match r {
+        Ok((prompt, opts)) => generate(s, prompt, opts, Endpoint::Completion).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Checks the prompt against the context and queues the request; returns
+/// the receiver of its events.
+pub(crate) fn submit(
+    s: &Shared,
+    prompt: Vec<u32>,
+    opts: &Options,
+) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
+    let n_ctx = ready(s)?.n_ctx;
+    if prompt.is_empty() {
+        return Err(ApiError::param("prompt", "the prompt has no tokens"));
+    }
+    let room = n_ctx.saturating_sub(prompt.len());
+    let max_tokens = match opts.max_tokens {
+        Some(m) if m <= room => m,
+        None if room > 0 => room,
+        asked => {
+            let asked = asked.map_or("at least 1".to_string(), |m| m.to_string());
+            return Err(ApiError::bad_request(format!(
+                "the prompt has {} tokens and {asked} are to be generated, but the context \
+                 holds {n_ctx} tokens: shorten the prompt or lower max_tokens",
+                prompt.len()
+            ))
+            .with_code("context_length_exceeded"));
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let job = Job {
+        prompt,
+        sampling: opts.sampling.clone(),
+        max_tokens,
+        stop: opts.stop.clone(),
+        logprobs: opts.logprobs,
+        events: tx,
+    };
+    match s.queue.push(job) {
+        Ok(()) => {}
+        Err(Rejected::Full) => {
+            s.metrics.rejected_full.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable(
+                "the server is busy: every slot and queue place is taken",
+                1,
+            )
+            .with_code("queue_full"));
+        }
+        Err(Rejected::ShuttingDown) => {
+            return Err(ApiError::unavailable("the server is shutting down", 5))
+        }
+    }
+    s.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    Ok(rx)
+}
+
+/// Queues the request and answers with the whole completion or a stream of
+/// server-sent events.
+async fn generate(s: Arc<Shared>, prompt: Vec<u32>, opts: Options, endpoint: Endpoint) -> Response {
+    let rx = match submit(&s, prompt, &opts) {
+        Ok(rx) => rx,
+        Err(e) => return e.into_response(),
+    };
+    let n = s.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = match endpoint {
+        Endpoint::Chat => format!("chatcmpl-{:x}{n:06}", s.started),
+        Endpoint::Completion => format!("cmpl-{:x}{n:06}", s.started),
+    };
+    let out = Output {
+        id,
+        created: super::Shared::unix_now(),
+        model: s.cfg.model_id.clone(),
+        endpoint,
+        tok: s.ready.get().map(|r| Arc::clone(&r.tok)),
+    };
+    if opts.stream {
+        stream(out, rx, opts.include_usage).into_response()
+    } else {
+        whole(out, rx).await
+    }
+}
+
+/// What every response object repeats.
+struct Output {
+    id: String,
+    created: u64,
+    model: String,
+    endpoint: Endpoint,
+    tok: Option<Arc<Tokenizer>>,
+}
+
+impl Output {
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.endpoint, chunk) {
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+            (Endpoint::Completion, _) => "text_completion",
+        }
+    }
+
+    fn piece(&self, id: u32) -> String {
+        self.tok
+            .as_ref()
+            .map_or(String::new(), |t| piece_text(t, id))
+    }
+
+    /// One entry of a chat `logprobs.content` list.
+    fn chat_logprob(&self, lp: &TokenLogprobs) -> Value {
+        let entry = |id: u32, logprob: f32| {
+            let t = self.piece(id);
+            json!({"token": t, "logprob": logprob, "bytes": t.as_bytes()})
+        };
+        let mut e = entry(lp.token, lp.logprob);
+        e["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
+        e
+    }
+
+    fn usage(u: &Usage) -> Value {
+        json!({
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        })
+    }
+}
+
+/// Legacy completions' `logprobs` object, built token by token.
+#[derive(Default)]
+struct LegacyLogprobs {
+    tokens: Vec<Value>,
+    token_logprobs: Vec<Value>,
+    top: Vec<Value>,
+    offsets: Vec<Value>,
+}
+
+impl LegacyLogprobs {
+    fn push(&mut self, out: &Output, lp: &TokenLogprobs, offset: usize) {
+        self.tokens.push(json!(out.piece(lp.token)));
+        self.token_logprobs.push(json!(lp.logprob));
+        let top: Map<String, Value> = lp
+            .top
+            .iter()
+            .map(|&(id, l)| (out.piece(id), json!(l)))
+            .collect();
+        self.top.push(Value::Object(top));
+        self.offsets.push(json!(offset));
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "tokens": self.tokens,
+            "token_logprobs": self.token_logprobs,
+            "top_logprobs": self.top,
+            "text_offset": self.offsets,
+        })
+    }
+}
+
+/// A mid-generation failure as an error object.
+fn event_error(message: String) -> ApiError {
+    if message.contains("shutting down") {
+        ApiError::unavailable(message, 5)
+    } else {
+        ApiError::internal(message)
+    }
+}
+
+/// Collects the whole completion.
+async fn whole(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) -> Response {
+    let mut text = String::new();
+    let mut chat_lp = Vec::new();
+    let mut legacy = LegacyLogprobs::default();
+    let mut want_lp = false;
+    let (finish, usage) = loop {
+        match rx.recv().await {
+            Some(Event::Token {
+                text: t, logprobs, ..
+            }) => {
+                if let Some(lp) = logprobs {
+                    want_lp = true;
+                    match out.endpoint {
+                        Endpoint::Chat => chat_lp.push(out.chat_logprob(&lp)),
+                        Endpoint::Completion => legacy.push(&out, &lp, text.len()),
+                    }
+                }
+                text.push_str(&t);
+            }
+            Some(Event::Done { finish, usage }) => break (finish, usage),
+            Some(Event::Error(e)) => return event_error(e).into_response(),
+            None => return ApiError::internal("the scheduler stopped").into_response(),
+        }
+    };
+    let choice = match out.endpoint {
+        Endpoint::Chat => json!({
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": if want_lp { json!({"content": chat_lp}) } else { Value::Null },
+            "finish_reason": finish.as_str(),
+        }),
+        Endpoint::Completion => json!({
+            "index": 0,
+            "text": text,
+            "logprobs": if want_lp { legacy.to_json() } else { Value::Null },
+            "finish_reason": finish.as_str(),
+        }),
+    };
+    Json(json!({
+        "id": out.id,
+        "object": out.object(false),
+        "created": out.created,
+        "model": out.model,
+        "choices": [choice],
+        "usage": Output::usage(&usage),
+        "system_fingerprint": concat!("hearth-", env!("CARGO_PKG_VERSION")),
+    }))
+    .into_response()
+}
+
+/// State of a streamed response.
+struct Streaming {
+    out: Output,
+    rx: mpsc::UnboundedReceiver<Event>,
+    include_usage: bool,
+    sent_role: bool,
+    text_len: usize,
+    /// Events left to send after the last one from the scheduler.
+    tail: Vec<SseEvent>,
+    done: bool,
+}
+
+impl Streaming {
+    fn chunk(&self, delta_text: Option<&str>, lp: Option<Value>, finish: Option<Finish>) -> Value {
+        let finish = finish.map(|f| f.as_str());
+        let choice = match self.out.endpoint {
+            Endpoint::Chat => {
+                let mut delta = Map::new();
+                if !self.sent_role {
+                    delta.insert("role".into(), json!("assistant"));
+                }
+                if let Some(t) = delta_text {
+                    delta.insert("content".into(), json!(t));
+                }
+                json!({"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish})
+            }
+            Endpoint::Completion => json!({
+                "index": 0,
+                "text": delta_text.unwrap_or(""),
+                "logprobs": lp,
+                "finish_reason": finish,
+            }),
+        };
+        let mut c = json!({
+            "id": self.out.id,
+            "object": self.out.object(true),
+            "created": self.out.created,
+            "model": self.out.model,
+            "choices": [choice],
+        });
+        if self.include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    }
+
+    /// The next SSE event, or `None` at the end of the stream.
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if !self.tail.is_empty() {
+                return Some(self.tail.remove(0));
+            }
+            if self.done {
+                return None;
+            }
+            match self.rx.recv().await {
+                Some(Event::Token { text, logprobs, .. }) => {
+                    let lp = logprobs.map(|lp| match self.out.endpoint {
+                        Endpoint::Chat => json!({"content": [self.out.chat_logprob(&lp)]}),
+                        Endpoint::Completion => {
+                            let mut l = LegacyLogprobs::default();
+                            l.push(&self.out, &lp, self.text_len);
+                            l.to_json()
+                        }
+                    });
+                    if text.is_empty() && lp.is_none() && self.sent_role {
+                        continue;
+                    }
+                    self.text_len += text.len();
+                    let c = self.chunk(Some(&text), lp, None);
+                    self.sent_role = true;
+                    return Some(sse_json(&c));
+                }
+                Some(Event::Done { finish, usage }) => {
+                    let last = self.chunk(None, None, Some(finish));
+                    self.tail.push(sse_json(&last));
+                    if self.include_usage {
+                        let mut u = self.chunk(None, None, None);
+                        u["choices"] = json!([]);
+                        u["usage"] = Output::usage(&usage);
+                        self.tail.push(sse_json(&u));
+                    }
+                    self.tail.push(SseEvent::default().data("[DONE]"));
+                    self.done = true;
+                }
+                Some(Event::Error(e)) => {
+                    self.tail.push(sse_json(&event_error(e).body()));
+                    self.done = true;
+                }
+                None => {
+                    self.tail.push(sse_json(
+                        &ApiError::internal("the scheduler stopped").body(),
+                    ));
+                    self.done = true;
+                }
+            }
+        }
+    }
+}
+
+fn sse_json(v: &Value) -> SseEvent {
+    SseEvent::default().data(v.to_string())
+}
+
+fn stream(
+    out: Output,
+    rx: mpsc::UnboundedReceiver<Event>,
+    include_usage: bool,
+) -> impl IntoResponse {
+    let st = Streaming {
+        out,
+        rx,
+        include_usage,
+        sent_role: false,
+        text_len: 0,
+        tail: Vec::new(),
+        done: false,
+    };
+    let events = futures_util::stream::unfold(st, |mut st| async move {
+        let e = st.next().await?;
+        Some((Ok::<_, Infallible>(e), st))
+    });
+    Sse::new(events)
+}

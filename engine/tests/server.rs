@@ -1,0 +1,687 @@
+//! `hearth serve` end to end on 127.0.0.1 with the real model: the OpenAI
+//! API, bad input, concurrency, client disconnects, a flood against a small
+//! queue, KV prefix reuse and graceful shutdown. Every load is bounded in
+//! count and time, and only loopback is used.
+
+mod server_util;
+
+use std::io::Read;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use server_util::{chat_text, open_stream, stream_text, Server};
+
+fn chat(content: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": "gemma-3-270m-q4_k_m",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    })
+}
+
+fn completion(prompt: &str, max_tokens: u32) -> Value {
+    json!({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
+}
+
+fn with(mut v: Value, k: &str, x: Value) -> Value {
+    v[k] = x;
+    v
+}
+
+#[test]
+fn bad_input_gets_the_documented_status_and_the_server_stays_up() {
+    let Some(s) = Server::start(&["--api-key", "sekret", "--ctx-size", "128", "--threads", "1"])
+    else {
+        return;
+    };
+    let first = s.post("/v1/chat/completions", &chat("Name a colour.", 6));
+    assert_eq!(first.status, 200, "{}", first.text());
+    let first = chat_text(&first.json());
+
+    // The key: /health is open, everything else needs it.
+    let open = |path: &str, key: Option<&str>| {
+        let h: Vec<(String, String)> = key
+            .map(|k| ("Authorization".to_string(), format!("Bearer {k}")))
+            .into_iter()
+            .collect();
+        server_util::request(&s.addr, "GET", path, &h, b"").unwrap()
+    };
+    assert_eq!(open("/health", None).status, 200);
+    open("/v1/models", None).expect_error(401);
+    open("/v1/models", Some("sekreT")).expect_error(401);
+    open("/v1/models", Some("sekret-and-more")).expect_error(401);
+    let models = open("/v1/models", Some("sekret")).json();
+    assert_eq!(models["data"][0]["id"], "gemma-3-270m-q4_k_m");
+
+    // Routes and models that do not exist.
+    s.get("/v1/nothing").expect_error(404);
+    let m = s
+        .post(
+            "/v1/chat/completions",
+            &with(chat("hi", 2), "model", json!("gpt-4")),
+        )
+        .expect_error(404);
+    assert!(m.contains("gpt-4"), "{m}");
+
+    // Malformed bodies and bad values: 400 naming what is wrong.
+    let bad: Vec<(&[u8], &str)> = vec![
+        (b"{\"messages\": [", "not valid JSON"),
+        (b"[]", "JSON object"),
+        (
+            b"{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}",
+            "UTF-8",
+        ),
+    ];
+    for (body, expect) in bad {
+        let m = s.post_raw("/v1/chat/completions", body).expect_error(400);
+        assert!(m.contains(expect), "{m}");
+    }
+    let cases = [
+        (with(chat("hi", 2), "messages", json!(5)), "messages"),
+        (with(chat("hi", 2), "messages", json!([])), "messages"),
+        (
+            with(
+                chat("hi", 2),
+                "messages",
+                json!([{"role": "robot", "content": "x"}]),
+            ),
+            "role",
+        ),
+        (
+            with(chat("hi", 2), "max_tokens", json!("ten")),
+            "max_tokens",
+        ),
+        (with(chat("hi", 2), "max_tokens", json!(-5)), "max_tokens"),
+        (
+            with(chat("hi", 2), "max_tokens", json!(1e300)),
+            "max_tokens",
+        ),
+        (
+            with(chat("hi", 2), "temperature", json!("hot")),
+            "temperature",
+        ),
+        (with(chat("hi", 2), "n", json!(3)), "n"),
+        (with(chat("hi", 2), "stop", json!({"a": 1})), "stop"),
+        (
+            with(completion("hi", 2), "prompt", json!({"a": 1})),
+            "prompt",
+        ),
+    ];
+    for (body, param) in &cases {
+        let path = if body.get("prompt").is_some() {
+            "/v1/completions"
+        } else {
+            "/v1/chat/completions"
+        };
+        let r = s.post(path, body);
+        let m = r.expect_error(400);
+        assert_eq!(
+            r.json()["error"]["param"]
+                .as_str()
+                .map(|p| p.contains(param)),
+            Some(true),
+            "{m}"
+        );
+    }
+
+    // More than the context: a clear 400, no truncation.
+    let m = s
+        .post("/v1/chat/completions", &chat("hi", 100_000))
+        .expect_error(400);
+    assert!(m.contains("context"), "{m}");
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(40);
+    let r = s.post("/v1/completions", &completion(&long, 4));
+    r.expect_error(400);
+    assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+
+    // A 10 MB body: 413.
+    let big = format!("{{\"prompt\": \"{}\"}}", "a".repeat(10 << 20));
+    s.post_raw("/v1/completions", big.as_bytes())
+        .expect_error(413);
+
+    // Tokenize and detokenize.
+    let t = s
+        .post("/tokenize", &json!({"content": "Hello world"}))
+        .json();
+    let ids = t["tokens"].clone();
+    assert!(ids.as_array().is_some_and(|a| !a.is_empty()), "{t}");
+    let d = s.post("/detokenize", &json!({"tokens": ids})).json();
+    assert_eq!(d["content"], "Hello world");
+    s.post("/detokenize", &json!({"tokens": [1u64 << 40]}))
+        .expect_error(400);
+
+    // The server is still up and gives the same answer.
+    let again = s.post("/v1/chat/completions", &chat("Name a colour.", 6));
+    assert_eq!(chat_text(&again.json()), first);
+    let metrics = s.get("/metrics").text();
+    for name in [
+        "hearth_requests_total",
+        "hearth_prompt_tokens_total",
+        "hearth_tokens_generated_total",
+        "hearth_prefill_tokens_per_second",
+        "hearth_decode_tokens_per_second",
+        "hearth_queue_depth",
+        "hearth_slots_busy",
+    ] {
+        assert!(
+            metrics.contains(&format!("\n{name} ")),
+            "{name} in {metrics}"
+        );
+    }
+    assert!(s.metric("hearth_requests_invalid_total") >= 20.0);
+    assert_eq!(s.metric("hearth_requests_completed_total"), 2.0);
+}
+
+#[test]
+fn completions_stream_and_whole_agree_with_usage_stop_and_logprobs() {
+    let Some(s) = Server::start(&["--parallel", "2", "--threads", "1"]) else {
+        return;
+    };
+    // Chat: streamed text equals the whole response, usage at the end.
+    let body = chat("Write one sentence about the sea.", 16);
+    let whole = s.post("/v1/chat/completions", &body).json();
+    let streamed = s.post(
+        "/v1/chat/completions",
+        &with(
+            with(body, "stream", json!(true)),
+            "stream_options",
+            json!({"include_usage": true}),
+        ),
+    );
+    assert_eq!(streamed.status, 200);
+    assert!(streamed
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events = streamed.sse();
+    let (text, finish) = stream_text(&events);
+    assert_eq!(text, chat_text(&whole));
+    assert_eq!(
+        finish.as_deref(),
+        whole["choices"][0]["finish_reason"].as_str()
+    );
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"], {
+        let mut u = whole["usage"].clone();
+        // The second request found the first's prompt in a slot.
+        u["prompt_tokens_details"] = usage["usage"]["prompt_tokens_details"].clone();
+        u
+    });
+    assert_eq!(whole["usage"]["completion_tokens"], 16);
+    assert_eq!(whole["choices"][0]["finish_reason"], "length");
+
+    // Text completion, streamed and whole.
+    let body = completion("The capital of France is", 8);
+    let whole = s.post("/v1/completions", &body).json();
+    let text = whole["choices"][0]["text"].as_str().unwrap().to_string();
+    let streamed = s.post(
+        "/v1/completions",
+        &with(body.clone(), "stream", json!(true)),
+    );
+    assert_eq!(stream_text(&streamed.sse()).0, text);
+
+    // A stop string: the text ends before it, finish_reason "stop".
+    let cut = text
+        .trim_start()
+        .split(' ')
+        .nth(1)
+        .expect("two words")
+        .to_string();
+    let stopped = s
+        .post(
+            "/v1/completions",
+            &with(body.clone(), "stop", json!([cut.clone()])),
+        )
+        .json();
+    let stext = stopped["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop", "{stopped}");
+    assert_eq!(stext, &text[..text.find(&cut).unwrap()]);
+
+    // Logprobs: chat format, the chosen token is the most likely (greedy).
+    let lp = s
+        .post(
+            "/v1/chat/completions",
+            &with(
+                with(chat("Hi", 3), "logprobs", json!(true)),
+                "top_logprobs",
+                json!(2),
+            ),
+        )
+        .json();
+    let content = lp["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 3);
+    for c in content {
+        let top = c["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0]["logprob"], c["logprob"], "{c}");
+        assert!(c["logprob"].as_f64().unwrap() <= 0.0);
+    }
+    // Legacy completions format.
+    let lp = s
+        .post("/v1/completions", &with(body, "logprobs", json!(1)))
+        .json();
+    let l = &lp["choices"][0]["logprobs"];
+    assert_eq!(l["tokens"].as_array().unwrap().len(), 8, "{lp}");
+    assert_eq!(l["token_logprobs"].as_array().unwrap().len(), 8);
+
+    // Seeded sampling is reproducible.
+    let seeded = with(
+        with(chat("Tell me a word.", 8), "temperature", json!(0.9)),
+        "seed",
+        json!(42),
+    );
+    let a = chat_text(&s.post("/v1/chat/completions", &seeded).json());
+    let b = chat_text(&s.post("/v1/chat/completions", &seeded).json());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn eight_concurrent_streams_each_equal_their_single_request_result() {
+    let Some(s) = Server::start(&["--parallel", "4", "--threads", "1"]) else {
+        return;
+    };
+    let prompts: Vec<String> = [
+        "Once upon a time",
+        "The best way to cook rice is",
+        "In 1969, astronauts",
+        "def fibonacci(n):",
+        "My favourite animal is the",
+        "The weather today is",
+        "Paris is a city where",
+        "To learn a language, you should",
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
+    let single: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            let v = s.post("/v1/completions", &completion(p, 12)).json();
+            v["choices"][0]["text"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let s = Arc::new(s);
+    let barrier = Arc::new(Barrier::new(prompts.len()));
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let (s, b, p) = (Arc::clone(&s), Arc::clone(&barrier), p.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                let r = s.post(
+                    "/v1/completions",
+                    &with(completion(&p, 12), "stream", json!(true)),
+                );
+                assert_eq!(r.status, 200, "{}", r.text());
+                stream_text(&r.sse()).0
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), single[i], "prompt {:?}", prompts[i]);
+    }
+    s.wait_for(10, "16 completed requests", |s| {
+        s.metric("hearth_requests_completed_total") == 16.0
+    });
+}
+
+#[test]
+fn a_client_that_disconnects_frees_its_slot_and_queue_place() {
+    let Some(s) = Server::start(&["--parallel", "1", "--ctx-size", "1024", "--threads", "1"])
+    else {
+        return;
+    };
+    let long = with(
+        completion("Count from one to a thousand:", 900),
+        "stream",
+        json!(true),
+    );
+    // Mid-stream: read a few events, hang up.
+    let conn = open_stream(&s, "/v1/completions", &long, 3);
+    s.wait_for(10, "a busy slot", |s| s.metric("hearth_slots_busy") == 1.0);
+    // While queued: a second request waits behind the first, then leaves.
+    let mut queued = std::net::TcpStream::connect(&s.addr).unwrap();
+    let body = completion("Hello", 4).to_string();
+    let head = server_util::request_head(&s.addr, "POST", "/v1/completions", &[], body.len());
+    std::io::Write::write_all(&mut queued, format!("{head}{body}").as_bytes()).unwrap();
+    s.wait_for(10, "a queued request", |s| {
+        s.metric("hearth_queue_depth") == 1.0
+    });
+    drop(queued);
+    s.wait_for(10, "the queue to empty", |s| {
+        s.metric("hearth_queue_depth") == 0.0
+    });
+    drop(conn);
+    s.wait_for(10, "the slot to be freed", |s| {
+        s.metric("hearth_slots_busy") == 0.0 && s.metric("hearth_requests_cancelled_total") == 2.0
+    });
+    // Non-streaming, disconnected during generation.
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    let body = completion("Count from one to a thousand:", 900).to_string();
+    let head = server_util::request_head(&s.addr, "POST", "/v1/completions", &[], body.len());
+    std::io::Write::write_all(&mut c, format!("{head}{body}").as_bytes()).unwrap();
+    s.wait_for(10, "a busy slot", |s| {
+        s.metric("hearth_tokens_generated_total") > 0.0 && s.metric("hearth_slots_busy") == 1.0
+    });
+    drop(c);
+    s.wait_for(10, "the slot to be freed", |s| {
+        s.metric("hearth_slots_busy") == 0.0
+    });
+    // The next request is served at once and correctly.
+    let r = s.post(
+        "/v1/completions",
+        &completion("The capital of France is", 8),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["usage"]["completion_tokens"], 8);
+}
+
+#[test]
+fn a_flood_of_200_requests_gets_200_or_503_and_memory_returns_to_idle() {
+    let Some(s) = Server::start(&["--parallel", "2", "--queue-size", "4", "--threads", "1"]) else {
+        return;
+    };
+    let body = completion("The capital of France is", 4);
+    let expected = s.post("/v1/completions", &body).json()["choices"][0]["text"].clone();
+    // Idle level: after one request, so one-time buffers are in place.
+    let idle = s.rss_kib();
+    let s = Arc::new(s);
+    let n = 200;
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (s, b) = (Arc::clone(&s), Arc::clone(&barrier));
+            let body = completion(&format!("Request {i}: the capital of France is"), 4);
+            std::thread::spawn(move || {
+                b.wait();
+                s.post("/v1/completions", &body)
+            })
+        })
+        .collect();
+    let (mut ok, mut busy) = (0, 0);
+    for h in handles {
+        let r = h.join().unwrap();
+        match r.status {
+            200 => {
+                assert_eq!(r.json()["choices"][0]["finish_reason"], "length");
+                ok += 1;
+            }
+            503 => {
+                assert_eq!(r.header("retry-after"), Some("1"), "{:?}", r.headers);
+                assert_eq!(r.json()["error"]["code"], "queue_full");
+                busy += 1;
+            }
+            other => panic!("status {other}: {}", r.text()),
+        }
+    }
+    assert_eq!(ok + busy, n);
+    assert!(ok >= 2 && busy > 0, "{ok} served, {busy} refused");
+    s.wait_for(30, "idle slots", |s| s.metric("hearth_slots_busy") == 0.0);
+    let r = s.post("/v1/completions", &body).json();
+    assert_eq!(r["choices"][0]["text"], expected);
+    assert_eq!(s.metric("hearth_requests_rejected_total"), busy as f64);
+    // Memory: back within 32 MiB of the idle level (the flood held 200
+    // connections and their buffers at once).
+    let after = s.rss_kib();
+    eprintln!("RSS idle {idle} KiB, after the flood {after} KiB");
+    assert!(
+        after <= idle + 32 * 1024,
+        "RSS idle {idle} KiB, after {after} KiB"
+    );
+}
+
+#[test]
+fn a_slot_reuses_its_cached_prefix_and_matches_a_fresh_slot() {
+    // Prompts of 900 tokens in chunks of 64: longer than Gemma's sliding
+    // window (512) plus a chunk.
+    let Some(s) = Server::start(&[
+        "--parallel",
+        "1",
+        "--prefill-chunk",
+        "64",
+        "--ctx-size",
+        "1024",
+        "--threads",
+        "1",
+    ]) else {
+        return;
+    };
+    let text: String = (0..150)
+        .map(|i| format!("Item {i} is a {} stone. ", ["red", "blue", "green"][i % 3]))
+        .collect();
+    let t = s
+        .post("/tokenize", &json!({"content": text, "add_special": true}))
+        .json();
+    let a: Vec<u64> = t["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(a.len() > 900, "{}", a.len());
+    let a = &a[..900];
+    let run = |prompt: &[u64]| {
+        let v = s
+            .post(
+                "/v1/completions",
+                &json!({"prompt": prompt, "max_tokens": 6, "temperature": 0}),
+            )
+            .json();
+        (
+            v["choices"][0]["text"].as_str().unwrap().to_string(),
+            v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap(),
+        )
+    };
+    // B shares only the first 40 tokens of A; C extends A; D cuts A near
+    // its end. Each first on a fresh slot, then after A.
+    let b: Vec<u64> = [&a[..40], &a[500..560]].concat();
+    let c: Vec<u64> = [a, &a[100..120]].concat();
+    let d: Vec<u64> = [&a[..880], &a[10..30]].concat();
+    for (name, p, cached_after_a) in [("B", &b, 40), ("C", &c, 900), ("D", &d, 880)] {
+        // Empty the slot's history: a prompt sharing nothing with any other.
+        run(&[2, 9999]);
+        let (fresh, cached) = run(p);
+        assert!(cached <= 2, "{name}: {cached}");
+        run(a);
+        let (reused, cached) = run(p);
+        assert_eq!(cached, cached_after_a, "{name}");
+        assert_eq!(reused, fresh, "{name}");
+    }
+}
+
+#[test]
+fn sigterm_finishes_running_requests_and_exits_0() {
+    let Some(mut s) = Server::start(&["--parallel", "2", "--threads", "1"]) else {
+        return;
+    };
+    let body = with(completion("Once upon a time", 24), "stream", json!(true));
+    let mut conn = open_stream(&s, "/v1/completions", &body, 2);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The running request completes.
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("\"finish_reason\":\"length\"") && rest.contains("data: [DONE]"),
+        "{rest}"
+    );
+    // Then the process exits 0 and stops listening.
+    let t0 = std::time::Instant::now();
+    let code = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code.code(), Some(0));
+    assert!(std::net::TcpStream::connect(&s.addr).is_err());
+    assert!(s.log_lines().iter().any(|l| l.contains("stopped")));
+}
+
+#[test]
+fn openai_python_client() {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let has_client = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_client {
+        assert!(
+            !ci,
+            "python3 with the `openai` package is missing (CI is set): pip install openai"
+        );
+        eprintln!("SKIPPED: python3 with the `openai` package not found; pip install openai");
+        return;
+    }
+    let Some(s) = Server::start(&["--parallel", "2", "--api-key", "test-key", "--threads", "1"])
+    else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/test_openai.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .env("OPENAI_BASE_URL", format!("http://{}/v1", s.addr))
+        .env("OPENAI_API_KEY", "test-key")
+        .env("HEARTH_MODEL_ID", "gemma-3-270m-q4_k_m")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    eprintln!("{stdout}");
+}
+
+#[test]
+fn ollama_subset_answers_like_the_openai_routes() {
+    let Some(s) = Server::start(&["--threads", "1"]) else {
+        return;
+    };
+    assert_eq!(
+        s.get("/api/version").json()["version"]
+            .as_str()
+            .map(|v| !v.is_empty()),
+        Some(true)
+    );
+    let tags = s.get("/api/tags").json();
+    assert_eq!(tags["models"][0]["name"], "gemma-3-270m-q4_k_m");
+    let openai = chat_text(
+        &s.post("/v1/chat/completions", &chat("Name a fruit.", 8))
+            .json(),
+    );
+    let body = json!({
+        "model": "gemma-3-270m-q4_k_m:latest",
+        "messages": [{"role": "user", "content": "Name a fruit."}],
+        "options": {"num_predict": 8, "temperature": 0},
+    });
+    // Streamed by default: JSON lines, the last with done and counts.
+    let r = s.post("/api/chat", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let text: String = lines
+        .iter()
+        .filter_map(|l| l["message"]["content"].as_str())
+        .collect();
+    assert_eq!(text, openai);
+    let last = lines.last().unwrap();
+    assert_eq!(last["done"], true);
+    assert_eq!(last["eval_count"], 8);
+    assert_eq!(last["done_reason"], "length");
+    // Whole.
+    let whole = s
+        .post("/api/chat", &with(body, "stream", json!(false)))
+        .json();
+    assert_eq!(whole["message"]["content"], openai);
+    // /api/generate goes through the chat template too.
+    let g = s
+        .post(
+            "/api/generate",
+            &json!({"model": "gemma-3-270m-q4_k_m", "prompt": "Name a fruit.", "stream": false,
+                    "options": {"num_predict": 8, "temperature": 0}}),
+        )
+        .json();
+    assert_eq!(g["response"], openai);
+    let r = s.post("/api/generate", &json!({"model": "llama3", "prompt": "x"}));
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].as_str().unwrap().contains("llama3"));
+}
+
+#[test]
+fn a_bad_model_file_or_flag_exits_1_with_a_message() {
+    let path = std::env::temp_dir().join(format!("hearth-serve-bad-{}.gguf", std::process::id()));
+    std::fs::write(&path, b"not a model").unwrap();
+    for extra in [&[][..], &["--parallel", "0"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .arg("serve")
+            .arg(&path)
+            .args(["--port", "0"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let last = err.lines().last().unwrap_or("");
+        assert!(last.starts_with("hearth: error:"), "{err}");
+        assert!(
+            last.contains("GGUF") || last.contains("--parallel"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn a_client_that_disconnects_during_prefill_stops_it() {
+    let Some(s) = Server::start(&[
+        "--prefill-chunk",
+        "32",
+        "--ctx-size",
+        "2048",
+        "--threads",
+        "1",
+    ]) else {
+        return;
+    };
+    let prompt = "the quick brown fox jumps over the lazy dog ".repeat(100);
+    let body = completion(&prompt, 4).to_string();
+    let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
+    let head = server_util::request_head(&s.addr, "POST", "/v1/completions", &[], body.len());
+    std::io::Write::write_all(&mut c, format!("{head}{body}").as_bytes()).unwrap();
+    s.wait_for(30, "prefill to start", |s| {
+        s.metric("hearth_prefill_tokens_total") > 0.0
+    });
+    drop(c);
+    s.wait_for(10, "the slot to be freed", |s| {
+        s.metric("hearth_slots_busy") == 0.0 && s.metric("hearth_requests_cancelled_total") == 1.0
+    });
+    let prompt_tokens = s.metric("hearth_prompt_tokens_total");
+    let evaluated = s.metric("hearth_prefill_tokens_total");
+    assert!(prompt_tokens > 900.0, "{prompt_tokens}");
+    assert!(
+        evaluated < prompt_tokens,
+        "{evaluated} of {prompt_tokens} evaluated"
+    );
+    assert_eq!(s.metric("hearth_tokens_generated_total"), 0.0);
+}
