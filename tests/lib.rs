@@ -48,6 +48,16 @@ pub fn model_path() -> Option<PathBuf> {
     }
 }
 
+/// Reports a missing GPU adapter (`why`): a failure under CI, a skip with a
+/// message elsewhere. Returns `None` for `let ... else` chains.
+pub fn missing_gpu<T>(why: &str) -> Option<T> {
+    missing(
+        &format!("a WebGPU adapter ({why})"),
+        "install a Vulkan driver (Debian: apt-get install mesa-vulkan-drivers)",
+    );
+    None
+}
+
 /// `shared/golden`, or `None` (with a message) when it is not here.
 pub fn golden_dir() -> Option<PathBuf> {
     let shared = match std::env::var_os("HEARTH_SHARED") {

@@ -43,6 +43,9 @@ pub enum Error {
     Batch(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The WebGPU backend: no adapter, a device request refused, a limit hit.
+    #[error("gpu: {0}")]
+    Gpu(String),
     #[error("{0}")]
     Other(String),
 }

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 use hearth::backend::cpu::Cpu;
-use hearth::backend::KvType;
+use hearth::backend::wgpu::Wgpu;
+use hearth::backend::{Backend, KvType};
 use hearth::chat::{ChatTemplate, Message};
 use hearth::model::Model;
 use hearth::sampler::{Sampler, SamplerConfig, StopCriteria, StopReason};
@@ -32,7 +33,8 @@ enum Command {
     /// Show what a GGUF file holds: model, hyper-parameters, tokenizer, tensors.
     Info {
         /// The GGUF model file.
-        model: PathBuf,
+        #[arg(required_unless_present = "gpus")]
+        model: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -42,6 +44,9 @@ enum Command {
         /// Also show which CPU kernels (instruction sets) this machine runs.
         #[arg(long)]
         cpu: bool,
+        /// List the WebGPU adapters `--backend wgpu` can use (no model needed).
+        #[arg(long)]
+        gpus: bool,
     },
     /// Tokenize a file's bytes exactly as they are; print the ids.
     Tokenize {
@@ -122,6 +127,13 @@ enum Command {
         /// Element type of the KV cache.
         #[arg(long, value_enum, default_value_t = KvArg::F16)]
         kv_type: KvArg,
+        /// Where the model runs.
+        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+        backend: BackendArg,
+        /// With --backend wgpu: time every kernel with timestamp queries and
+        /// print the time per kernel (if the adapter has timestamp queries).
+        #[arg(long)]
+        profile: bool,
     },
     /// Perplexity of a text file with llama-perplexity's protocol, and the KL
     /// divergence of this run from a saved one.
@@ -155,6 +167,9 @@ enum Command {
         /// Element type of the KV cache.
         #[arg(long, value_enum, default_value_t = KvArg::F16)]
         kv_type: KvArg,
+        /// Where the model runs.
+        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+        backend: BackendArg,
     },
     /// Chat with the model in the terminal (its chat template, history kept).
     Chat {
@@ -203,6 +218,9 @@ enum Command {
         /// The model id clients use (default: the file name without .gguf).
         #[arg(long)]
         alias: Option<String>,
+        /// Where the model runs.
+        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+        backend: BackendArg,
     },
 }
 
@@ -227,6 +245,37 @@ struct Common {
     /// Element type of the KV cache.
     #[arg(long, value_enum, default_value_t = KvArg::F16)]
     kv_type: KvArg,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+}
+
+/// `--backend`: where the model runs.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BackendArg {
+    /// This machine's CPU cores (SIMD kernels).
+    Cpu,
+    /// A GPU through WebGPU (Vulkan, Metal, DX12): `hearth info --gpus` lists them.
+    Wgpu,
+}
+
+/// Runs `$body` with `$be` bound to the backend `$arg` names: the command
+/// functions are generic over `B: Backend`, so each backend gets its own
+/// monomorphic copy.
+macro_rules! with_backend {
+    ($arg:expr, $profile:expr, |$be:ident| $body:expr) => {
+        match $arg {
+            BackendArg::Cpu => {
+                let $be = Cpu::new();
+                $body
+            }
+            BackendArg::Wgpu => {
+                let $be = Wgpu::with_options($profile)?;
+                eprintln!("wgpu: {}", $be.adapter().name);
+                $body
+            }
+        }
+    };
 }
 
 /// `--kv-type`: what the KV cache stores.
@@ -316,15 +365,18 @@ impl Common {
         self.kv_type.into()
     }
 
-    fn n_ctx(&self, model: &Model<Cpu>) -> usize {
+    fn n_ctx<B: Backend>(&self, model: &Model<B>) -> usize {
         self.ctx_size
             .unwrap_or_else(|| model.hparams.n_ctx_train.clamp(1, 4096))
     }
 }
 
-fn open_model(path: &PathBuf) -> Result<(Model<Cpu>, Tokenizer, f64), BoxError> {
+fn open_model<B: Backend>(
+    path: &PathBuf,
+    backend: B,
+) -> Result<(Model<B>, Tokenizer, f64), BoxError> {
     let t0 = Instant::now();
-    let model = Model::load(path, Cpu::new()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = Model::load(path, backend).map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(&model.file)?;
     Ok((model, tok, t0.elapsed().as_secs_f64()))
 }
@@ -356,8 +408,8 @@ fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
 
 /// Generates after the session's prompt, streaming text to `out`. Returns
 /// the generated tokens and the decode time.
-fn generate(
-    session: &mut Session<'_, Cpu>,
+fn generate<B: Backend>(
+    session: &mut Session<'_, B>,
     tok: &Tokenizer,
     first_logits: Vec<f32>,
     sampling: &Sampling,
@@ -409,7 +461,10 @@ fn generate(
     Ok((generated, t0.elapsed().as_secs_f64()))
 }
 
-fn prefill(session: &mut Session<'_, Cpu>, prompt: &[u32]) -> Result<(Vec<f32>, f64), BoxError> {
+fn prefill<B: Backend>(
+    session: &mut Session<'_, B>,
+    prompt: &[u32],
+) -> Result<(Vec<f32>, f64), BoxError> {
     let pb = progress_bar(prompt.len());
     let t0 = Instant::now();
     let logits = session
@@ -436,7 +491,8 @@ fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, BoxError> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench(
+fn bench<B: Backend + 'static>(
+    backend: B,
     model: &PathBuf,
     n_prompt: usize,
     n_gen: usize,
@@ -445,10 +501,22 @@ fn bench(
     output: BenchFormat,
     membw: bool,
     kv_type: KvArg,
+    profile: bool,
 ) -> Result<(), BoxError> {
     use hearth::bench::{self, BenchConfig, Report, WeightStats};
+    let gpu = (&backend as &dyn std::any::Any).downcast_ref::<Wgpu>();
+    if profile && !gpu.is_some_and(|g| g.profiling()) {
+        return Err(match gpu {
+            None => "--profile times GPU kernels: use it with --backend wgpu".into(),
+            Some(g) => format!(
+                "--profile: the adapter {} has no timestamp queries",
+                g.adapter().name
+            )
+            .into(),
+        });
+    }
     let pool = thread_pool(threads)?;
-    let m = Model::load(model, Cpu::new()).map_err(|e| format!("{}: {e}", model.display()))?;
+    let m = Model::load(model, backend).map_err(|e| format!("{}: {e}", model.display()))?;
     let cfg = BenchConfig {
         n_prompt,
         n_gen,
@@ -472,7 +540,10 @@ fn bench(
         })?;
         Ok(Report {
             model_desc: bench::model_desc(&m.file),
-            backend: "CPU".into(),
+            backend: match m.backend.name() {
+                "cpu" => "CPU".into(),
+                other => other.into(),
+            },
             threads: rayon::current_num_threads(),
             weights: WeightStats::new(&m.file),
             results,
@@ -488,11 +559,31 @@ fn bench(
         BenchFormat::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
         BenchFormat::Csv => print!("{}", report.to_csv()),
     }
+    if let Some(g) = (&m.backend as &dyn std::any::Any).downcast_ref::<Wgpu>() {
+        let times = g.take_profile();
+        if !times.is_empty() {
+            let total: f64 = times.iter().map(|k| k.ms).sum();
+            println!("\nGPU time per kernel (all runs, warm-up included; timestamp queries):");
+            println!("| kernel | calls | total ms | share | us per call |");
+            println!("| --- | ---: | ---: | ---: | ---: |");
+            for k in &times {
+                println!(
+                    "| {} | {} | {:.2} | {:.1}% | {:.1} |",
+                    k.name,
+                    k.calls,
+                    k.ms,
+                    100.0 * k.ms / total.max(1e-12),
+                    1e3 * k.ms / k.calls.max(1) as f64
+                );
+            }
+        }
+    }
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn perplexity(
+fn perplexity<B: Backend>(
+    backend: B,
     model: &PathBuf,
     file: Option<PathBuf>,
     n_ctx: usize,
@@ -506,7 +597,7 @@ fn perplexity(
 ) -> Result<(), BoxError> {
     use hearth::perplexity::{self as ppl, KlMode, KlReader, KlWriter, PerplexityConfig};
     let pool = thread_pool(threads)?;
-    let (m, tok, _) = open_model(model)?;
+    let (m, tok, _) = open_model(model, backend)?;
     let bos = tok.bos().filter(|_| tok.add_bos());
     let mut reader = match (&kl_base, kl_compare) {
         (Some(path), true) => {
@@ -632,6 +723,124 @@ fn perplexity(
     Ok(())
 }
 
+fn logits_cmd<B: Backend>(
+    backend: B,
+    model: &PathBuf,
+    prompt_file: &PathBuf,
+    top: usize,
+    n_predict: usize,
+    common: &Common,
+) -> Result<(), BoxError> {
+    let (m, tok, _) = open_model(model, backend)?;
+    let text = std::fs::read_to_string(prompt_file)
+        .map_err(|e| format!("{}: {e}", prompt_file.display()))?;
+    let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
+        .with_batch_size(common.batch_size, common.kv_type())?;
+    let mut out = std::io::stdout().lock();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let prompt = hearth::logits::unescape(line);
+        let r = hearth::logits::prompt_logits(&mut session, &tok, &prompt, top, n_predict)?;
+        writeln!(out, "{}", r.to_json())?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_cmd<B: Backend>(
+    backend: B,
+    model: &PathBuf,
+    text: String,
+    n_predict: usize,
+    chat: bool,
+    sampling: &Sampling,
+    common: &Common,
+) -> Result<(), BoxError> {
+    let (m, tok, load_s) = open_model(model, backend)?;
+    let ids = if chat {
+        let template = ChatTemplate::for_model(&m.file)?;
+        encode_chat(&tok, &template.render(&[Message::new("user", text)], true)?)?
+    } else {
+        tok.encode(&text, true, true)?
+    };
+    let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
+        .with_batch_size(common.batch_size, common.kv_type())?;
+    let (logits, prefill_s) = prefill(&mut session, &ids)?;
+    let mut out = std::io::stdout().lock();
+    let (gen, decode_s) = generate(&mut session, &tok, logits, sampling, n_predict, &mut out)?;
+    writeln!(out)?;
+    eprintln!(
+        "prompt {} tokens, {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s",
+        ids.len(),
+        ids.len() as f64 / prefill_s,
+        gen.len(),
+        gen.len() as f64 / decode_s.max(1e-9),
+        load_s
+    );
+    Ok(())
+}
+
+fn chat_cmd<B: Backend>(
+    backend: B,
+    model: &PathBuf,
+    system: Option<String>,
+    n_predict: usize,
+    sampling: &Sampling,
+    common: &Common,
+) -> Result<(), BoxError> {
+    let (m, tok, _) = open_model(model, backend)?;
+    let template = ChatTemplate::for_model(&m.file)?;
+    let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
+        .with_batch_size(common.batch_size, common.kv_type())?;
+    let mut history: Vec<Message> = system
+        .into_iter()
+        .map(|s| Message::new("system", s))
+        .collect();
+    eprintln!(
+        "chatting with {} ({} tokens of context); /clear forgets, /exit or Ctrl-D ends",
+        model.display(),
+        session.n_ctx()
+    );
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        eprint!("> ");
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let input = line.trim_end_matches(['\n', '\r']);
+        match input {
+            "/exit" | "/quit" => break,
+            "/clear" => {
+                history.retain(|m| m.role == "system");
+                session.truncate(0);
+                continue;
+            }
+            "" => continue,
+            _ => {}
+        }
+        history.push(Message::new("user", input));
+        let ids = encode_chat(&tok, &template.render(&history, true)?)?;
+        if ids.len() + 1 >= session.n_ctx() {
+            history.pop();
+            eprintln!(
+                "[the conversation no longer fits the context of {} tokens; /clear to start over]",
+                session.n_ctx()
+            );
+            continue;
+        }
+        let (logits, _) = prefill(&mut session, &ids)?;
+        let mut reply = Vec::new();
+        let (gen, _) = generate(&mut session, &tok, logits, sampling, n_predict, &mut reply)?;
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}")?;
+        let _ = gen;
+        history.push(Message::new("assistant", text));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
         Command::Bench {
@@ -643,8 +852,11 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             output,
             membw,
             kv_type,
+            backend,
+            profile,
         } => {
-            bench(
+            with_backend!(backend, profile, |be| bench(
+                be,
                 &model,
                 n_prompt,
                 n_gen,
@@ -653,7 +865,8 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 output,
                 membw,
                 kv_type,
-            )?;
+                profile,
+            ))?;
         }
         Command::Perplexity {
             model,
@@ -666,8 +879,10 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             kl_divergence,
             kl_top_k,
             kv_type,
+            backend,
         } => {
-            perplexity(
+            with_backend!(backend, false, |be| perplexity(
+                be,
                 &model,
                 file,
                 ctx_size,
@@ -678,7 +893,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 kl_divergence,
                 kl_top_k,
                 kv_type,
-            )?;
+            ))?;
         }
         Command::Serve {
             model,
@@ -692,6 +907,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             prefill_chunk,
             kv_type,
             alias,
+            backend,
         } => {
             let id = alias.unwrap_or_else(|| {
                 model
@@ -709,18 +925,49 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 kv_type: kv_type.into(),
                 ..hearth::server::ServeConfig::new(id)
             };
-            hearth::server::run(cfg, threads, move || {
-                Model::load(&model, Cpu::new())
-                    .map_err(|e| hearth::Error::Other(format!("{}: {e}", model.display())))
-            })
-            .map_err(|e| e.to_string())?;
+            with_backend!(backend, false, |be| hearth::server::run(
+                cfg,
+                threads,
+                move || {
+                    Model::load(&model, be)
+                        .map_err(|e| hearth::Error::Other(format!("{}: {e}", model.display())))
+                }
+            )
+            .map_err(|e| e.to_string())?);
         }
         Command::Info {
             model,
             json,
             metadata,
             cpu,
+            gpus,
         } => {
+            if gpus {
+                let list = hearth::backend::wgpu::list_adapters();
+                if list.is_empty() {
+                    println!("no WebGPU adapter found (no Vulkan, Metal or DX12 driver; on Debian, `apt-get install mesa-vulkan-drivers` gives lavapipe)");
+                }
+                for (i, a) in list.iter().enumerate() {
+                    println!(
+                        "{i}: {} ({}, {}, {})\n   max storage binding {} MiB, max buffer {} MiB; shader-f16 {}, subgroups {}, timestamps {}",
+                        a.name,
+                        a.device_type,
+                        a.backend,
+                        a.driver,
+                        a.max_storage_binding >> 20,
+                        a.max_buffer >> 20,
+                        a.shader_f16,
+                        a.subgroups,
+                        a.timestamps
+                    );
+                }
+                if !list.is_empty() {
+                    println!("(--backend wgpu uses 0; HEARTH_WGPU_ADAPTER=i picks another)");
+                }
+            }
+            let Some(model) = model else {
+                return Ok(());
+            };
             let g = hearth_gguf::open(&model).map_err(|e| match e {
                 // An I/O error already names the file.
                 hearth_gguf::GgufError::Io { .. } => e.to_string(),
@@ -772,17 +1019,14 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             common,
         } => {
             common.setup()?;
-            let (m, tok, _) = open_model(&model)?;
-            let text = std::fs::read_to_string(&prompt_file)
-                .map_err(|e| format!("{}: {e}", prompt_file.display()))?;
-            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
-                .with_batch_size(common.batch_size, common.kv_type())?;
-            let mut out = std::io::stdout().lock();
-            for line in text.lines().filter(|l| !l.is_empty()) {
-                let prompt = hearth::logits::unescape(line);
-                let r = hearth::logits::prompt_logits(&mut session, &tok, &prompt, top, n_predict)?;
-                writeln!(out, "{}", r.to_json())?;
-            }
+            with_backend!(common.backend, false, |be| logits_cmd(
+                be,
+                &model,
+                &prompt_file,
+                top,
+                n_predict,
+                &common
+            ))?;
         }
         Command::Run {
             model,
@@ -801,28 +1045,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 }
                 (None, None) => return Err("give a prompt with -p TEXT or -f FILE".into()),
             };
-            let (m, tok, load_s) = open_model(&model)?;
-            let ids = if chat {
-                let template = ChatTemplate::for_model(&m.file)?;
-                encode_chat(&tok, &template.render(&[Message::new("user", text)], true)?)?
-            } else {
-                tok.encode(&text, true, true)?
-            };
-            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
-                .with_batch_size(common.batch_size, common.kv_type())?;
-            let (logits, prefill_s) = prefill(&mut session, &ids)?;
-            let mut out = std::io::stdout().lock();
-            let (gen, decode_s) =
-                generate(&mut session, &tok, logits, &sampling, n_predict, &mut out)?;
-            writeln!(out)?;
-            eprintln!(
-                "prompt {} tokens, {:.1} t/s | generated {} tokens, {:.1} t/s | load {:.2} s",
-                ids.len(),
-                ids.len() as f64 / prefill_s,
-                gen.len(),
-                gen.len() as f64 / decode_s.max(1e-9),
-                load_s
-            );
+            with_backend!(common.backend, false, |be| run_cmd(
+                be, &model, text, n_predict, chat, &sampling, &common
+            ))?;
         }
         Command::Chat {
             model,
@@ -832,55 +1057,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             common,
         } => {
             common.setup()?;
-            let (m, tok, _) = open_model(&model)?;
-            let template = ChatTemplate::for_model(&m.file)?;
-            let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
-                .with_batch_size(common.batch_size, common.kv_type())?;
-            let mut history: Vec<Message> = system
-                .into_iter()
-                .map(|s| Message::new("system", s))
-                .collect();
-            eprintln!(
-                "chatting with {} ({} tokens of context); /clear forgets, /exit or Ctrl-D ends",
-                model.display(),
-                session.n_ctx()
-            );
-            let stdin = std::io::stdin();
-            let mut line = String::new();
-            loop {
-                eprint!("> ");
-                line.clear();
-                if stdin.lock().read_line(&mut line)? == 0 {
-                    break;
-                }
-                let input = line.trim_end_matches(['\n', '\r']);
-                match input {
-                    "/exit" | "/quit" => break,
-                    "/clear" => {
-                        history.retain(|m| m.role == "system");
-                        session.truncate(0);
-                        continue;
-                    }
-                    "" => continue,
-                    _ => {}
-                }
-                history.push(Message::new("user", input));
-                let ids = encode_chat(&tok, &template.render(&history, true)?)?;
-                if ids.len() + 1 >= session.n_ctx() {
-                    history.pop();
-                    eprintln!("[the conversation no longer fits the context of {} tokens; /clear to start over]", session.n_ctx());
-                    continue;
-                }
-                let (logits, _) = prefill(&mut session, &ids)?;
-                let mut reply = Vec::new();
-                let (gen, _) =
-                    generate(&mut session, &tok, logits, &sampling, n_predict, &mut reply)?;
-                let text = String::from_utf8_lossy(&reply).into_owned();
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{text}")?;
-                let _ = gen;
-                history.push(Message::new("assistant", text));
-            }
+            with_backend!(common.backend, false, |be| chat_cmd(
+                be, &model, system, n_predict, &sampling, &common
+            ))?;
         }
     }
     Ok(())

@@ -8,6 +8,12 @@
 //! implementation can record them into one command stream.
 
 pub mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
+/// Without the `wgpu` feature: the same names, and a typed error.
+#[cfg(not(feature = "wgpu"))]
+#[path = "wgpu_unavailable.rs"]
+pub mod wgpu;
 
 use std::sync::Arc;
 
