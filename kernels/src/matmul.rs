@@ -360,9 +360,51 @@ fn run_tiled<W: Tiled>(
     }
 
     let tile2x4 = W::tile2x4();
+    let transpose = |tmp: &[f32], out: &mut [f32]| {
+        out.par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
+            for (r, o) in o.iter_mut().enumerate() {
+                *o = tmp[r * n_tokens + t];
+            }
+        });
+    };
+    tmp.resize(rows * n_tokens, 0.0);
+
+    if n_tokens < 4 {
+        // Two or three tokens (a server decoding a few slots together): too
+        // few for a 2x4 tile. As for one token, the matrix streams from
+        // memory once, four rows at a time with the next ones prefetched,
+        // and every token's dot products reuse those rows from L1.
+        let rows4 = W::rows4();
+        tmp.par_chunks_mut(chunk * n_tokens)
+            .enumerate()
+            .for_each(|(c, tmp)| {
+                let r0 = c * chunk;
+                let mut per_row = tmp.chunks_exact_mut(4 * n_tokens);
+                let mut i = 0;
+                for four_rows in &mut per_row {
+                    let r = r0 + i;
+                    prefetch(w.data, (r + PREFETCH_ROWS) * w.row_bytes, 4 * w.row_bytes);
+                    let w4 = [wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)];
+                    for t in 0..n_tokens {
+                        for (k, d) in rows4(w4, arow(t)).into_iter().enumerate() {
+                            four_rows[k * n_tokens + t] = d;
+                        }
+                    }
+                    i += 4;
+                }
+                for per_token in per_row.into_remainder().chunks_exact_mut(n_tokens) {
+                    for (t, o) in per_token.iter_mut().enumerate() {
+                        *o = one(wrow(r0 + i), arow(t));
+                    }
+                    i += 1;
+                }
+            });
+        transpose(tmp, out);
+        return Ok(());
+    }
+
     let act_row = size_of::<A<W>>() * nba;
     let t_block = (ACT_BLOCK_BYTES / act_row.max(1)).max(4) / 4 * 4;
-    tmp.resize(rows * n_tokens, 0.0);
     tmp.par_chunks_mut(chunk * n_tokens)
         .enumerate()
         .for_each(|(c, tmp)| {
@@ -374,18 +416,27 @@ fn run_tiled<W: Tiled>(
                 let mut pairs = tmp.chunks_exact_mut(2 * n_tokens);
                 let mut i = 0;
                 for two in &mut pairs {
-                    let w = [wrow(r0 + i), wrow(r0 + i + 1)];
+                    if t0 == 0 {
+                        // A few tokens leave the loop bound by memory, as
+                        // for one token: request the next rows early.
+                        prefetch(
+                            w.data,
+                            (r0 + i + PREFETCH_ROWS) * w.row_bytes,
+                            2 * w.row_bytes,
+                        );
+                    }
+                    let pair = [wrow(r0 + i), wrow(r0 + i + 1)];
                     let (p0, p1) = two.split_at_mut(n_tokens);
                     let mut t = t0;
                     while t + 4 <= t1 {
-                        let r = tile2x4(w, arows4(t));
+                        let r = tile2x4(pair, arows4(t));
                         p0[t..t + 4].copy_from_slice(&r[0]);
                         p1[t..t + 4].copy_from_slice(&r[1]);
                         t += 4;
                     }
                     for t in t..t1 {
-                        p0[t] = one(w[0], arow(t));
-                        p1[t] = one(w[1], arow(t));
+                        p0[t] = one(pair[0], arow(t));
+                        p1[t] = one(pair[1], arow(t));
                     }
                     i += 2;
                 }
@@ -403,11 +454,6 @@ fn run_tiled<W: Tiled>(
                 }
             }
         });
-    let tmp = &*tmp;
-    out.par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
-        for (r, o) in o.iter_mut().enumerate() {
-            *o = tmp[r * n_tokens + t];
-        }
-    });
+    transpose(tmp, out);
     Ok(())
 }
