@@ -194,8 +194,9 @@ enum Command {
         /// 0 picks a free port (the address is printed to stderr).
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// Requests decoded together, in one batched forward pass per token.
-        #[arg(long, default_value_t = 1)]
+        /// Requests decoded together, in one batched forward pass per token
+        /// (as llama-server's default, 4).
+        #[arg(long, default_value_t = 4)]
         parallel: usize,
         /// Context of each slot in tokens (default: the model's, at most 4096).
         #[arg(short = 'c', long)]

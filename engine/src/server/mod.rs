@@ -62,7 +62,7 @@ impl ServeConfig {
         ServeConfig {
             host: "127.0.0.1".into(),
             port: 8080,
-            parallel: 1,
+            parallel: 4,
             ctx_size: None,
             api_key: None,
             queue_size: 64,
