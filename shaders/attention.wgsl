@@ -4,7 +4,10 @@
 // position slot_pos[j] is visible when causal => pk <= p and, with a window,
 // |p - pk| < window; its score scale * q.k is soft-capped to
 // cap * tanh(s / cap) when cap > 0. A query that sees no key gets zeros.
-// Keys and values are f32 or f16 pairs packed in u32. head_dim <= 512.
+// head_dim <= 512. The cache bindings (2, 3) and their readers key_at and
+// value_at come from a prelude: attention_kv.wgsl (u32 words holding f32 or
+// f16 pairs) or attention_kv_f16.wgsl (native f16, SHADER_F16 adapters).
+// Either way products and sums are f32.
 
 struct AttnParams {
     n_tok: u32,
@@ -23,8 +26,6 @@ struct AttnParams {
 
 @group(0) @binding(0) var<uniform> p: AttnParams;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<u32>;
-@group(0) @binding(3) var<storage, read> vc: array<u32>;
 @group(0) @binding(4) var<storage, read> slot_pos: array<i32>;
 @group(0) @binding(5) var<storage, read> q_pos: array<i32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
@@ -34,24 +35,6 @@ const MAX_DIMS: u32 = 8u;
 
 var<workgroup> qs: array<f32, 512>;
 var<workgroup> sc: array<f32, WG>;
-
-// Element e of a cache row laid out [slot][kv_dim].
-fn kv_at(f16: bool, isv: bool, e: u32) -> f32 {
-    if f16 {
-        var word: u32;
-        if isv {
-            word = vc[e / 2u];
-        } else {
-            word = kc[e / 2u];
-        }
-        let h = unpack2x16float(word);
-        return select(h.x, h.y, (e & 1u) == 1u);
-    }
-    if isv {
-        return bitcast<f32>(vc[e]);
-    }
-    return bitcast<f32>(kc[e]);
-}
 
 fn visible(qp: i32, kp: i32) -> bool {
     // Positions are non-negative i32, so the difference cannot overflow.
@@ -72,7 +55,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let hd = p.head_dim;
     let kv_dim = p.n_head_kv * hd;
     let kvh = h / (p.n_head / p.n_head_kv);
-    let f16 = p.f16 != 0u;
     let qrow = (p.q_row0 + t) * p.n_head * hd + h * hd;
     for (var d = lid; d < hd; d += WG) {
         qs[d] = q[qrow + d];
@@ -91,7 +73,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             var dotp = 0.0;
             let kb = j * kv_dim + kvh * hd;
             for (var d = 0u; d < hd; d++) {
-                dotp += qs[d] * kv_at(f16, false, kb + d);
+                dotp += qs[d] * key_at(kb + d);
             }
             s = p.scale * dotp;
             if p.softcap > 0.0 {
@@ -126,7 +108,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     for (var k = 0u; k < MAX_DIMS; k++) {
                         let d = lid + k * WG;
                         if d < hd {
-                            acc[k] += pr * kv_at(f16, true, vb + d);
+                            acc[k] += pr * value_at(vb + d);
                         }
                     }
                 }

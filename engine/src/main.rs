@@ -964,6 +964,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 }
                 if !list.is_empty() {
                     println!("(--backend wgpu uses 0; HEARTH_WGPU_ADAPTER=i picks another)");
+                    println!("(with shader-f16, an f16 KV cache is read and written as native f16; HEARTH_WGPU_F16=0 packs it in u32 words instead)");
                 }
             }
             let Some(model) = model else {

@@ -77,15 +77,35 @@ fn every_wgsl_file_is_valid_and_compiled() {
         // pack2x16float / unpack2x16float are core WGSL; naga files them
         // under this capability, which wgpu grants on Vulkan, Metal and DX12
         // (it lacks it only on some GL ES drivers, which Hearth does not use).
-        // SUBGROUP: matmul_subgroup.wgsl, used only where the adapter has it.
+        // SUBGROUP: matmul_subgroup.wgsl, and SHADER_FLOAT16: the `enable
+        // f16;` modules (kv_store_f16, attention_f16), each used only where
+        // the adapter has the feature.
         naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default()
+                | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+                | naga::valid::Capabilities::SHADER_FLOAT16
+                | naga::valid::Capabilities::SUBGROUP,
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    }
+    // Only the f16 modules need SHADER_FLOAT16: the fallbacks validate
+    // without it.
+    for (name, src) in &modules {
+        let module = naga::front::wgsl::parse_str(src).unwrap();
+        let r = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::default()
                 | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
                 | naga::valid::Capabilities::SUBGROUP,
         )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+        .validate(&module);
+        assert_eq!(
+            r.is_err(),
+            ["kv_store_f16", "attention_f16"].contains(&name.as_str()),
+            "{name}: SHADER_FLOAT16 needed only by the enable-f16 modules"
+        );
     }
     // The host tiles tokens as the matmul kernels do.
     for src in [
@@ -433,8 +453,13 @@ fn oc_g(g: &Wgpu) -> WgpuTensor {
 /// Batches of two sequences through both backends' caches: prefill in
 /// chunks, then decode, with GQA, a sliding window whose ring wraps, and
 /// soft-capping; outputs compared after every batch.
-fn attention_case(kv_type: KvType, window: Option<usize>, softcap: Option<f32>, max: f64) {
-    let Some(g) = gpu() else { return };
+fn attention_case(
+    g: &Wgpu,
+    kv_type: KvType,
+    window: Option<usize>,
+    softcap: Option<f32>,
+    max: f64,
+) {
     let cpu = Cpu::new();
     let mut rng = Rng(17);
     let (n_head, n_head_kv, head_dim) = (4, 2, 64);
@@ -504,7 +529,8 @@ fn attention_case(kv_type: KvType, window: Option<usize>, softcap: Option<f32>, 
             eprintln!("normalized error {e:.2e} (line {})", line!());
             assert!(
                 e <= max,
-                "attention {kv_type:?} window {window:?} cap {softcap:?}, step {step} layer {layer}: {e:e}"
+                "attention {kv_type:?} (f16 shaders {}) window {window:?} cap {softcap:?}, step {step} layer {layer}: {e:e}",
+                g.f16_shaders()
             );
         }
         cpu.commit(&mut cc, &batch).unwrap();
@@ -519,19 +545,38 @@ fn attention_case(kv_type: KvType, window: Option<usize>, softcap: Option<f32>, 
 
 #[test]
 fn attention_matches_the_cpu_backend_f32_cache() {
-    attention_case(KvType::F32, None, None, OP_MAX);
+    let Some(g) = gpu() else { return };
+    attention_case(g, KvType::F32, None, None, OP_MAX);
 }
 
 #[test]
 fn attention_with_a_wrapping_window_ring_and_softcap_matches_the_cpu_backend() {
-    attention_case(KvType::F32, Some(7), Some(2.0), OP_MAX);
+    let Some(g) = gpu() else { return };
+    attention_case(g, KvType::F32, Some(7), Some(2.0), OP_MAX);
 }
 
 /// Both backends round keys and values to f16 (round to nearest even);
-/// the threshold stays 1e-6 unless the adapter rounds differently.
+/// the threshold stays 1e-6 unless the adapter rounds differently. Run
+/// with the native f16 kernels (`SHADER_F16` adapters; lavapipe has it)
+/// and with the packed-u32 fallback, on the same adapter.
 #[test]
-fn attention_matches_the_cpu_backend_f16_cache() {
-    attention_case(KvType::F16, Some(6), None, OP_MAX);
+fn attention_matches_the_cpu_backend_f16_cache_native_and_packed() {
+    if gpu().is_none() {
+        return;
+    }
+    for native in [true, false] {
+        let g = Wgpu::new().unwrap().with_f16_shaders(native);
+        let has = g.adapter().shader_f16;
+        assert_eq!(g.f16_shaders(), native && has, "f16 kernel choice");
+        if native && !has {
+            eprintln!(
+                "{}: no SHADER_F16, the native f16 path is not exercised",
+                g.adapter().name
+            );
+        }
+        attention_case(&g, KvType::F16, Some(6), None, OP_MAX);
+        attention_case(&g, KvType::F16, None, Some(3.0), OP_MAX);
+    }
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub struct Gpu {
     pub timestamps: bool,
     /// Subgroup operations were enabled (the adapter has them).
     pub subgroups: bool,
+    /// `SHADER_F16` was enabled (the adapter has it): f16 in WGSL.
+    pub shader_f16: bool,
 }
 
 /// Opens the best adapter (or `HEARTH_WGPU_ADAPTER`'s index) with every
@@ -109,6 +111,10 @@ pub fn open(timestamps: bool) -> Result<Gpu> {
     if subgroups {
         features |= wgpu::Features::SUBGROUP;
     }
+    let shader_f16 = info.shader_f16;
+    if shader_f16 {
+        features |= wgpu::Features::SHADER_F16;
+    }
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("hearth"),
         required_features: features,
@@ -125,5 +131,6 @@ pub fn open(timestamps: bool) -> Result<Gpu> {
         info,
         timestamps,
         subgroups,
+        shader_f16,
     })
 }

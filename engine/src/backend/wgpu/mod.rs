@@ -12,6 +12,10 @@
 //! - Activations stay f32 on the device (the CPU quantizes them to 8 bits
 //!   for its dot products). The KV cache is f32 or f16, a ring per
 //!   sliding-window layer as on the CPU.
+//! - Where the adapter has `SHADER_F16`, an f16 cache is written and read
+//!   as native `f16` (`kv_store_f16.wgsl`, `attention_kv_f16.wgsl`);
+//!   elsewhere, or with `HEARTH_WGPU_F16=0`, as f16 pairs packed in u32
+//!   words. Arithmetic stays f32 on both paths.
 
 pub mod device;
 mod profile;
@@ -119,6 +123,10 @@ struct Pipelines {
     add: wgpu::ComputePipeline,
     kv_store: wgpu::ComputePipeline,
     attention: wgpu::ComputePipeline,
+    /// With `SHADER_F16`: (kv_store, attention) over a native f16 cache.
+    f16: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
+    /// f16 caches use [`Pipelines::f16`].
+    use_f16: bool,
     /// Per weight format: (matmul, embed), compiled at first use.
     quant: Mutex<HashMap<Format, Arc<QuantPipes>>>,
     /// Which matmul kernel runs.
@@ -253,7 +261,14 @@ impl Wgpu {
             glu: compile("glu", GLU),
             add: compile("add", ADD),
             kv_store: compile("kv_store", KV_STORE),
-            attention: compile("attention", ATTENTION),
+            attention: compile("attention", &attention()),
+            f16: gpu.shader_f16.then(|| {
+                (
+                    compile("kv_store f16", KV_STORE_F16),
+                    compile("attention f16", &attention_f16()),
+                )
+            }),
+            use_f16: gpu.shader_f16 && std::env::var("HEARTH_WGPU_F16").as_deref() != Ok("0"),
             quant: Mutex::new(HashMap::new()),
             matmul: match std::env::var("HEARTH_WGPU_MATMUL").as_deref() {
                 Ok("rows") => MatmulKernel::Rows,
@@ -330,6 +345,20 @@ impl Wgpu {
 
     pub fn matmul_kernel(&self) -> MatmulKernel {
         self.pipes.matmul
+    }
+
+    /// Chooses how an f16 KV cache is written and read: with `on`, as
+    /// native `f16` (the default where the adapter has `SHADER_F16`, unless
+    /// `HEARTH_WGPU_F16=0`); without, or where the adapter lacks it, as f16
+    /// pairs packed in u32 words.
+    pub fn with_f16_shaders(mut self, on: bool) -> Wgpu {
+        self.pipes.use_f16 = on && self.pipes.f16.is_some();
+        self
+    }
+
+    /// Whether an f16 KV cache uses the native `f16` kernels.
+    pub fn f16_shaders(&self) -> bool {
+        self.pipes.use_f16
     }
 
     /// The adapter in use.
@@ -1133,6 +1162,16 @@ impl Backend for Wgpu {
             let soff = self.stage(&mut rec, bytemuck::cast_slice(&slots));
             let arena = rec.arena_buf.clone();
             let groups = Self::elementwise(s.len * words)?;
+            let (kv_store, attention, labels) = match &self.pipes.f16 {
+                Some((st, at)) if cache.f16 && self.pipes.use_f16 => {
+                    (st, at, ("kv_store f16", "attention f16"))
+                }
+                _ => (
+                    &self.pipes.kv_store,
+                    &self.pipes.attention,
+                    ("kv_store", "attention"),
+                ),
+            };
             for (src, sn, dst, write_pos) in [(kbuf, kn, &kvl.k, 1), (vbuf, vn, &kvl.v, 0)] {
                 let params = KvStoreParams {
                     kv_dim: kd as u32,
@@ -1144,8 +1183,8 @@ impl Backend for Wgpu {
                 };
                 self.dispatch(
                     &mut rec,
-                    "kv_store",
-                    &self.pipes.kv_store,
+                    labels.0,
+                    kv_store,
                     &params,
                     &[
                         (1, src, 0, sn),
@@ -1181,8 +1220,8 @@ impl Backend for Wgpu {
             };
             self.dispatch(
                 &mut rec,
-                "attention",
-                &self.pipes.attention,
+                labels.1,
+                attention,
                 &params,
                 &[
                     (1, qbuf, 0, qn),

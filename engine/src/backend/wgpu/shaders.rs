@@ -4,6 +4,9 @@
 //! WGSL has no `#include`: a kernel that reads GGUF blocks is the byte
 //! readers (`bytes.wgsl`), one format's `dequant32` (`quant/*.wgsl`) and the
 //! kernel body (`matmul.wgsl`, `embed.wgsl`) joined into one module.
+//! Attention is a cache reader prelude (`attention_kv.wgsl`, or
+//! `attention_kv_f16.wgsl` with `enable f16;` first) joined to
+//! `attention.wgsl`.
 
 use bytemuck::{Pod, Zeroable};
 use hearth_kernels::quant::Format;
@@ -18,7 +21,21 @@ pub const ROPE: &str = include_str!("../../../../shaders/rope.wgsl");
 pub const GLU: &str = include_str!("../../../../shaders/glu.wgsl");
 pub const ADD: &str = include_str!("../../../../shaders/add.wgsl");
 pub const KV_STORE: &str = include_str!("../../../../shaders/kv_store.wgsl");
-pub const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
+pub const KV_STORE_F16: &str = include_str!("../../../../shaders/kv_store_f16.wgsl");
+pub const ATTENTION_BODY: &str = include_str!("../../../../shaders/attention.wgsl");
+pub const ATTENTION_KV: &str = include_str!("../../../../shaders/attention_kv.wgsl");
+pub const ATTENTION_KV_F16: &str = include_str!("../../../../shaders/attention_kv_f16.wgsl");
+
+/// Attention over a cache of u32 words (f32, or f16 pairs unpacked with
+/// `unpack2x16float`): every adapter.
+pub fn attention() -> String {
+    format!("{ATTENTION_KV}\n{ATTENTION_BODY}")
+}
+
+/// Attention over a native f16 cache: adapters with `SHADER_F16`.
+pub fn attention_f16() -> String {
+    format!("{ATTENTION_KV_F16}\n{ATTENTION_BODY}")
+}
 
 /// The weight formats the WGSL kernels read, with their `dequant32` file.
 pub const FORMATS: &[(Format, &str, &str)] = &[
@@ -106,11 +123,13 @@ pub fn all_modules() -> Vec<(String, String)> {
         ("glu", GLU),
         ("add", ADD),
         ("kv_store", KV_STORE),
-        ("attention", ATTENTION),
+        ("kv_store_f16", KV_STORE_F16),
     ]
     .iter()
     .map(|(n, s)| (n.to_string(), s.to_string()))
     .collect();
+    v.push(("attention".into(), attention()));
+    v.push(("attention_f16".into(), attention_f16()));
     for (f, name, _) in FORMATS {
         for (kind, body) in [
             ("matmul", MATMUL),
@@ -198,19 +217,21 @@ pub struct AddParams {
     pub _pad: u32,
 }
 
-/// `kv_store.wgsl`'s `KvStoreParams`.
+/// `kv_store.wgsl`'s and `kv_store_f16.wgsl`'s `KvStoreParams`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct KvStoreParams {
     pub kv_dim: u32,
     pub n: u32,
+    /// The cache is f16 pairs packed in u32 (`kv_store.wgsl`; the f16
+    /// kernel always writes f16).
     pub f16: u32,
     pub write_pos: u32,
     pub grid_x: u32,
     pub _pad: [u32; 3],
 }
 
-/// `attention.wgsl`'s `AttnParams`.
+/// `attention.wgsl`'s `AttnParams` (with either cache reader).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct AttnParams {
@@ -226,6 +247,8 @@ pub struct AttnParams {
     pub scale: f32,
     /// 0: no soft-capping.
     pub softcap: f32,
+    /// The cache is f16 pairs packed in u32 (`attention_kv.wgsl`; the
+    /// native f16 reader ignores it).
     pub f16: u32,
     pub _pad: u32,
 }
