@@ -8,6 +8,7 @@
 //! implementation can record them into one command stream.
 
 pub mod cpu;
+pub mod profile;
 
 use std::sync::Arc;
 
