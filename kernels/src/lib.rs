@@ -8,9 +8,12 @@
 //!   the scalar reference `dequantize`/`quantize`/`vec_dot`, then SIMD variants.
 //! - [`matmul`]: weights in any format times f32 activations, parallel
 //!   over weight rows (GEMV for one token, blocked GEMM for many).
+//! - `packed`: the prefill GEMM of Q8_0 and Q5_0 weights on AVX-512 VNNI,
+//!   both operands packed once per call into the registers' layout.
 //! - [`ops`]: the rest of a transformer layer (norms, RoPE, softmax,
 //!   activations, attention).
 
 pub mod matmul;
 pub mod ops;
+mod packed;
 pub mod quant;

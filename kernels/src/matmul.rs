@@ -108,6 +108,12 @@ impl<'a> QMatrix<'a> {
 pub struct MatmulScratch {
     act: Vec<u8>,
     tmp: Vec<f32>,
+    /// Activations packed for [`crate::packed`].
+    #[cfg(target_arch = "x86_64")]
+    apack: Vec<crate::packed::APairBuf>,
+    /// The activation packed for [`crate::packed::gemv`].
+    #[cfg(target_arch = "x86_64")]
+    gpack: Vec<crate::packed::GPair>,
 }
 
 /// Weight rows per parallel task: enough tasks for rayon to balance (about
@@ -172,6 +178,18 @@ pub fn matmul(
     let act = &scratch.act;
     let chunk = rows_per_task(rows, n_tokens);
 
+    #[cfg(target_arch = "x86_64")]
+    if n_tokens == 1 {
+        if let Some(r) = crate::packed::gemv(w, act, out, &mut scratch.gpack, chunk) {
+            return r;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if n_tokens >= crate::packed::MIN_TOKENS {
+        if let Some(r) = crate::packed::run(w, act, n_tokens, out, &mut scratch.apack, chunk) {
+            return r;
+        }
+    }
     if let Some(run) = tiled_kernels(w.format) {
         return run(w, act, n_tokens, out, &mut scratch.tmp, chunk);
     }
@@ -298,7 +316,7 @@ const PREFETCH_ROWS: usize = 8;
 /// cache: the one-token matmul streams the whole matrix once, and the rows of
 /// the next tile are requested while this one is computed.
 #[inline(always)]
-fn prefetch(data: &[u8], start: usize, len: usize) {
+pub(crate) fn prefetch(data: &[u8], start: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

@@ -184,7 +184,7 @@ fn matmul_handles_awkward_row_counts() {
         for rows in [1, 2, 3, 65, 257] {
             let wq = random_matrix(&mut rng, format, rows, cols);
             let w = QMatrix::new(format, rows, cols, &wq).unwrap();
-            for n_tokens in [1, 4, 6] {
+            for n_tokens in [1, 4, 6, 9, 13] {
                 let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
                 let mut out = vec![f32::NAN; n_tokens * rows];
                 matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
@@ -194,6 +194,44 @@ fn matmul_handles_awkward_row_counts() {
                     for r in 0..rows {
                         let want = vec_dot(w.row(r), &act).unwrap();
                         assert_eq!(out[t * rows + r].to_bits(), want.to_bits(), "{format}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An odd number of 32-value blocks per row: the packed prefill path of
+/// Q8_0 and Q5_0 pairs the last block with a zero block where the one-row
+/// kernel pairs it with a weighted-0 copy; both must give the same bits,
+/// for token counts that do and do not fill its 4x4 tiles.
+#[test]
+fn odd_block_counts_match_one_vec_dot_bit_for_bit() {
+    let mut rng = Rng(0x5eed);
+    let mut scratch = MatmulScratch::default();
+    for format in [Format::Q8_0, Format::Q5_0] {
+        let act_format = kernels(format).vec_dot_type;
+        let vec_dot = vec_dot_for(format, act_format).unwrap();
+        let quantize = kernels(act_format).quantizer().unwrap();
+        for (rows, cols) in [(7, 32), (13, 96), (6, 608)] {
+            let act_row = act_format.row_size(cols).unwrap();
+            let wq = random_matrix(&mut rng, format, rows, cols);
+            let w = QMatrix::new(format, rows, cols, &wq).unwrap();
+            for n_tokens in [8, 11, 33] {
+                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
+                let mut out = vec![f32::NAN; n_tokens * rows];
+                matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
+                let mut act = vec![0u8; act_row];
+                for t in 0..n_tokens {
+                    quantize(&x[t * cols..(t + 1) * cols], &mut act).unwrap();
+                    for r in 0..rows {
+                        let want = vec_dot(w.row(r), &act).unwrap();
+                        let got = out[t * rows + r];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{format} {rows}x{cols} x{n_tokens}"
+                        );
                     }
                 }
             }

@@ -221,7 +221,7 @@ fn f32_of(x: f32) -> f32 {
 fn sweep<T: KvElem>(from_f32: fn(f32) -> T, seed: u64) {
     let mut rng = Rng(seed);
     for &(n_head, n_head_kv) in &[(2usize, 2usize), (4, 2), (8, 2), (4, 1)] {
-        for &head_dim in &[7usize, 64, 80] {
+        for &head_dim in &[7usize, 64, 80, 96] {
             for &window in &[None, Some(1), Some(16)] {
                 for &softcap in &[None, Some(2.0f32)] {
                     for &(n_tokens, n_kv) in &[(1usize, 1usize), (1, 37), (5, 5), (3, 300)] {

@@ -478,3 +478,74 @@ two_by_four_test!(
     random_q8_k,
     [1, 2, 3, 5]
 );
+
+/// The activation quantizer (`quantize_row_q8_0`, which takes the AVX-512
+/// twin where the CPU has it) gives exactly the scalar reference's blocks:
+/// random rows of several scales, a zero block, exact halves (the rounding
+/// ties, away from zero) and values at the block maximum.
+#[test]
+fn q8_0_quantize_simd_matches_scalar_exactly() {
+    let mut rng = Rng(0xa11ce);
+    for n_blocks in [1usize, 2, 3, 20, 64] {
+        for scale in [1e-3f32, 1.0, 37.0] {
+            let mut x: Vec<f32> = (0..32 * n_blocks)
+                .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
+                .collect();
+            // A zero block, and a block of exact ties: amax 127 gives
+            // d = 1, so each `k + 0.5` is a tie.
+            x[..32].fill(0.0);
+            if n_blocks > 1 {
+                for (i, v) in x[32..64].iter_mut().enumerate() {
+                    *v = if i == 0 {
+                        127.0
+                    } else {
+                        (i as f32 - 16.0) + 0.5
+                    };
+                }
+            }
+            let mut got = vec![
+                BlockQ8_0 {
+                    d: [0; 2],
+                    qs: [0; 32]
+                };
+                n_blocks
+            ];
+            let mut want = got.clone();
+            q8_0::quantize_row_q8_0(&x, &mut got).unwrap();
+            q8_0::quantize_row_q8_0_scalar(&x, &mut want).unwrap();
+            assert_eq!(got, want, "{n_blocks} blocks, scale {scale}");
+        }
+    }
+}
+
+/// The K-quant activation quantizer (`quantize_row_q8_K`, AVX-512 where
+/// the CPU has it) gives exactly the scalar reference's blocks: random
+/// rows, a zero block, and a block whose largest magnitude appears twice
+/// with both signs (the first one sets the scale's sign).
+#[test]
+fn q8_k_quantize_simd_matches_scalar_exactly() {
+    use hearth_kernels::quant::{q8_k, BlockQ8K};
+    let mut rng = Rng(0xb0b);
+    for n_blocks in [1usize, 2, 3, 5] {
+        for scale in [1e-3f32, 1.0, 37.0] {
+            let mut x: Vec<f32> = (0..256 * n_blocks)
+                .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
+                .collect();
+            if n_blocks > 1 {
+                x[..256].fill(0.0);
+                x[300] = -2.0 * scale;
+                x[400] = 2.0 * scale;
+            }
+            let zero = BlockQ8K {
+                d: [0; 4],
+                qs: [0; 256],
+                bsums: [0; 32],
+            };
+            let mut got = vec![zero; n_blocks];
+            let mut want = got.clone();
+            q8_k::quantize_row_q8_K(&x, &mut got).unwrap();
+            q8_k::quantize_row_q8_K_scalar(&x, &mut want).unwrap();
+            assert_eq!(got, want, "{n_blocks} blocks, scale {scale}");
+        }
+    }
+}

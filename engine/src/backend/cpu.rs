@@ -16,6 +16,7 @@ use hearth_kernels::quant::Format;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
+use super::profile::{self, Op};
 use super::{AttentionParams, Backend, CacheSpec, KvType, ModelFile, RopeConfig};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -237,6 +238,27 @@ impl Cpu {
     }
 }
 
+impl Drop for Cpu {
+    /// Prints the per-op times of `HEARTH_PROFILE=1` (see `profile`).
+    fn drop(&mut self) {
+        if let Some(table) = profile::report() {
+            eprint!("{table}");
+        }
+    }
+}
+
+/// The profiler's kind for a matmul of `m`.
+fn matmul_op(m: &QMatrix<'_>) -> Op {
+    match m.format() {
+        _ if m.rows() > 65536 => Op::MatmulOutput,
+        Format::Q5_0 => Op::MatmulQ5_0,
+        Format::Q8_0 => Op::MatmulQ8_0,
+        Format::Q4_K => Op::MatmulQ4K,
+        Format::Q6_K => Op::MatmulQ6K,
+        _ => Op::MatmulOther,
+    }
+}
+
 fn check_cols(op: &str, a: usize, b: usize) -> Result<()> {
     if a == b {
         Ok(())
@@ -352,6 +374,7 @@ impl Backend for Cpu {
     }
 
     fn embed(&self, w: &CpuWeight, ids: &[u32], scale: f32, out: &mut CpuTensor) -> Result<()> {
+        let _t = profile::start(Op::Embed, ids.len());
         let m = w.matrix()?;
         out.resize(ids.len(), m.cols());
         out.data
@@ -374,6 +397,7 @@ impl Backend for Cpu {
 
     fn matmul(&self, w: &CpuWeight, x: &CpuTensor, out: &mut CpuTensor) -> Result<()> {
         let m = w.matrix()?;
+        let _t = profile::start(matmul_op(&m), x.rows);
         check_cols("matmul", x.cols, m.cols())?;
         out.resize(x.rows, m.rows());
         let mut scratch = self
@@ -394,6 +418,7 @@ impl Backend for Cpu {
     }
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuWeight, eps: f32, out: &mut CpuTensor) -> Result<()> {
+        let _t = profile::start(Op::RmsNorm, x.rows);
         let w = w.vector()?;
         check_cols("rms_norm", x.cols, w.len())?;
         out.resize(x.rows, x.cols);
@@ -405,6 +430,7 @@ impl Backend for Cpu {
     }
 
     fn rms_norm_inplace(&self, x: &mut CpuTensor, w: &CpuWeight, eps: f32) -> Result<()> {
+        let _t = profile::start(Op::RmsNorm, x.rows);
         let w = w.vector()?;
         check_cols("rms_norm", x.cols, w.len())?;
         x.data
@@ -414,6 +440,7 @@ impl Backend for Cpu {
     }
 
     fn rms_norm_heads(&self, x: &mut CpuTensor, w: &CpuWeight, eps: f32) -> Result<()> {
+        let _t = profile::start(Op::RmsNorm, x.rows);
         let w = w.vector()?;
         if w.is_empty() || !x.cols.is_multiple_of(w.len()) {
             return Err(Error::Other(format!(
@@ -435,6 +462,7 @@ impl Backend for Cpu {
         n_heads: usize,
         positions: &[i32],
     ) -> Result<()> {
+        let _t = profile::start(Op::Rope, x.rows);
         check_cols("rope", x.cols, n_heads * rope.head_dim())?;
         check_cols("rope positions", x.rows, positions.len())?;
         let cols = x.cols;
@@ -456,6 +484,7 @@ impl Backend for Cpu {
         p: &AttentionParams,
         out: &mut CpuTensor,
     ) -> Result<()> {
+        let _t = profile::start(Op::Attention, q.rows);
         let spec = &cache.spec;
         check_cols("attention keys", k.cols, spec.kv_dim)?;
         check_cols("attention values", v.cols, spec.kv_dim)?;
@@ -542,6 +571,7 @@ impl Backend for Cpu {
     }
 
     fn gelu_mul(&self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
+        let _t = profile::start(Op::GeluMul, a.rows);
         check_cols("gelu_mul", a.data.len(), b.data.len())?;
         a.data
             .par_chunks_mut(4096)
@@ -560,12 +590,14 @@ impl Backend for Cpu {
     }
 
     fn add(&self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
+        let _t = profile::start(Op::Add, a.rows);
         check_cols("add", a.data.len(), b.data.len())?;
         add_inplace(&mut a.data, &b.data);
         Ok(())
     }
 
     fn select_rows(&self, x: &CpuTensor, rows: &[usize], out: &mut CpuTensor) -> Result<()> {
+        let _t = profile::start(Op::Other, x.rows);
         out.resize(rows.len(), x.cols);
         for (o, &r) in out.data.chunks_mut(x.cols.max(1)).zip(rows) {
             if r >= x.rows {

@@ -8,6 +8,7 @@
 //! implementation can record them into one command stream.
 
 pub mod cpu;
+pub mod profile;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 /// Without the `wgpu` feature: the same names, and a typed error.

@@ -116,6 +116,66 @@ pub trait KvElem: Copy + Send + Sync + sealed::Sealed + 'static {
     /// tile of value rows, each starting at an offset into `v`, weighted and
     /// added to a rescaled accumulator that is loaded and stored once.
     fn mix(isa: Isa, acc: &mut [f32], c: f32, w: &[f32], v: &[Self], rows: &[usize]);
+    /// `out[h][i] = q_h . k[rows[i]..]` for the `out.len()` query heads
+    /// `q_h = q[h * hd..][..hd]` sharing one kv head: [`KvElem::dot`] per
+    /// head and key, unless a SIMD variant reads each key once for every
+    /// head.
+    fn dot_heads(
+        isa: Isa,
+        q: &[f32],
+        hd: usize,
+        k: &[Self],
+        rows: &[usize],
+        out: &mut [[f32; TILE]],
+    ) {
+        dot_heads_each(isa, q, hd, k, rows, out);
+    }
+    /// [`KvElem::mix`] for each head `h` of `acc` (`hd` values each) with
+    /// `c[h]` and the first `rows.len()` weights of `w[h]`, unless a SIMD
+    /// variant reads each value row once for every head.
+    fn mix_heads(
+        isa: Isa,
+        acc: &mut [f32],
+        hd: usize,
+        c: &[f32],
+        w: &[[f32; TILE]],
+        v: &[Self],
+        rows: &[usize],
+    ) {
+        mix_heads_each(isa, acc, hd, c, w, v, rows);
+    }
+}
+
+/// The reference of [`KvElem::dot_heads`]: one `dot` per head and key.
+fn dot_heads_each<T: KvElem>(
+    isa: Isa,
+    q: &[f32],
+    hd: usize,
+    k: &[T],
+    rows: &[usize],
+    out: &mut [[f32; TILE]],
+) {
+    for (qh, o) in q.chunks_exact(hd).zip(out.iter_mut()) {
+        for (s, &row) in o.iter_mut().zip(rows) {
+            *s = T::dot(isa, qh, &k[row..row + hd / T::PER]);
+        }
+    }
+}
+
+/// The reference of [`KvElem::mix_heads`]: one `mix` per head.
+fn mix_heads_each<T: KvElem>(
+    isa: Isa,
+    acc: &mut [f32],
+    hd: usize,
+    c: &[f32],
+    w: &[[f32; TILE]],
+    v: &[T],
+    rows: &[usize],
+) {
+    let n = rows.len();
+    for ((a, &c), w) in acc.chunks_exact_mut(hd).zip(c).zip(w) {
+        T::mix(isa, a, c, &w[..n], v, rows);
+    }
 }
 
 impl KvElem for f32 {
@@ -185,6 +245,44 @@ impl KvElem for f16 {
             // SAFETY: as in `dot`.
             Isa::Avx512(_) => unsafe { avx512::mix_f16(acc, c, w, v, rows) },
         }
+    }
+
+    fn dot_heads(
+        isa: Isa,
+        q: &[f32],
+        hd: usize,
+        k: &[f16],
+        rows: &[usize],
+        out: &mut [[f32; TILE]],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if let Isa::Avx512(_) = isa {
+            if out.len() == 4 && hd.is_multiple_of(32) {
+                // SAFETY: an `Isa::Avx512` token proves AVX-512 F/BW/VL,
+                // AVX2, FMA and F16C.
+                return unsafe { avx512::dot_heads4_f16(q, hd, k, rows, out) };
+            }
+        }
+        dot_heads_each(isa, q, hd, k, rows, out);
+    }
+
+    fn mix_heads(
+        isa: Isa,
+        acc: &mut [f32],
+        hd: usize,
+        c: &[f32],
+        w: &[[f32; TILE]],
+        v: &[f16],
+        rows: &[usize],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if let Isa::Avx512(_) = isa {
+            if w.len() == 4 && hd.is_multiple_of(32) {
+                // SAFETY: as in `dot_heads`.
+                return unsafe { avx512::mix_heads4_f16(acc, hd, c, w, v, rows) };
+            }
+        }
+        mix_heads_each(isa, acc, hd, c, w, v, rows);
     }
 }
 
@@ -424,16 +522,16 @@ fn attend_tile<T: KvElem>(
 ) {
     let hd = p.head_dim;
     let n = rows.len();
-    let mut w = [f32::NEG_INFINITY; TILE];
-    for (((qh, acc), m), l) in q
-        .chunks_exact(hd)
-        .zip(acc.chunks_exact_mut(hd))
-        .zip(m.iter_mut())
-        .zip(l.iter_mut())
-    {
+    let nh = m.len();
+    let mut w = [[f32::NEG_INFINITY; TILE]; MAX_BLOCK];
+    let w = &mut w[..nh];
+    T::dot_heads(isa, q, hd, kv.k, rows, w);
+    let mut cs = [1.0f32; MAX_BLOCK];
+    let mut skipped = [false; MAX_BLOCK];
+    for (h, w) in w.iter_mut().enumerate() {
         let mut tile_max = f32::NEG_INFINITY;
-        for (s, &row) in w.iter_mut().zip(rows) {
-            *s = T::dot(isa, qh, &kv.k[row..row + hd / T::PER]) * p.scale;
+        for s in &mut w[..n] {
+            *s *= p.scale;
             if let Some(cap) = p.softcap {
                 *s = cap * (*s / cap).tanh();
             }
@@ -445,21 +543,31 @@ fn attend_tile<T: KvElem>(
         let new_m = if tile_max.is_nan() {
             tile_max
         } else {
-            m.max(tile_max)
+            m[h].max(tile_max)
         };
         if new_m == f32::NEG_INFINITY {
             // Every score is -inf (e^-inf = 0): nothing to add.
+            skipped[h] = true;
             continue;
         }
         // 1 when the max did not move; 0 the first time, when m = -inf and
         // acc and l are still zero. A NaN score makes c, w and so l NaN, and
         // l stays NaN, which `finish` passes on rather than hiding.
-        let c = (*m - new_m).exp();
+        let c = (m[h] - new_m).exp();
         w[..n].iter_mut().for_each(|s| *s -= new_m);
-        exp_tile(isa, &mut w);
-        *l = *l * c + w[..n].iter().sum::<f32>();
-        T::mix(isa, acc, c, &w[..n], kv.v, rows);
-        *m = new_m;
+        exp_tile(isa, w);
+        l[h] = l[h] * c + w[..n].iter().sum::<f32>();
+        cs[h] = c;
+        m[h] = new_m;
+    }
+    if skipped[..nh].iter().any(|&s| s) {
+        for (h, a) in acc.chunks_exact_mut(hd).enumerate() {
+            if !skipped[h] {
+                T::mix(isa, a, cs[h], &w[h][..n], kv.v, rows);
+            }
+        }
+    } else {
+        T::mix_heads(isa, acc, hd, &cs[..nh], w, kv.v, rows);
     }
 }
 
@@ -900,6 +1008,77 @@ mod avx512 {
 
     kernels!(dot_f32, mix_f32, f32, load);
     kernels!(dot_f16, mix_f16, f16, load_f16);
+
+    /// `KvElem::dot_heads` for four heads of f16 keys: each key is widened
+    /// once for the four heads (`head_dim` a multiple of 32; two
+    /// accumulators per head, summed then reduced).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) fn dot_heads4_f16(
+        q: &[f32],
+        hd: usize,
+        k: &[f16],
+        rows: &[usize],
+        out: &mut [[f32; TILE]],
+    ) {
+        let q = &q[..4 * hd];
+        for (i, &row) in rows.iter().enumerate() {
+            let kr = &k[row..row + hd];
+            let mut a = [[_mm512_setzero_ps(); 2]; 4];
+            for c in (0..hd).step_by(32) {
+                let k0 = load_f16(&kr[c..]);
+                let k1 = load_f16(&kr[c + 16..]);
+                for (h, a) in a.iter_mut().enumerate() {
+                    let qh = &q[h * hd + c..];
+                    a[0] = _mm512_fmadd_ps(load(qh), k0, a[0]);
+                    a[1] = _mm512_fmadd_ps(load(&qh[16..]), k1, a[1]);
+                }
+            }
+            for (h, a) in a.iter().enumerate() {
+                out[h][i] = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+            }
+        }
+    }
+
+    /// `KvElem::mix_heads` for four heads of f16 values: each value row is
+    /// widened once for the four heads, over 32-column strips of the four
+    /// accumulators (`head_dim` a multiple of 32).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) fn mix_heads4_f16(
+        acc: &mut [f32],
+        hd: usize,
+        c: &[f32],
+        w: &[[f32; TILE]],
+        v: &[f16],
+        rows: &[usize],
+    ) {
+        let n = rows.len();
+        let cv: [__m512; 4] = std::array::from_fn(|h| _mm512_set1_ps(c[h]));
+        for col in (0..hd).step_by(32) {
+            let mut a: [[__m512; 2]; 4] = std::array::from_fn(|h| {
+                let s = &acc[h * hd + col..];
+                let (a0, a1) = (load(s), load(&s[16..]));
+                if c[h] == 1.0 {
+                    [a0, a1]
+                } else {
+                    [_mm512_mul_ps(a0, cv[h]), _mm512_mul_ps(a1, cv[h])]
+                }
+            });
+            for (i, &row) in rows.iter().enumerate().take(n) {
+                let vs = &v[row + col..row + col + 32];
+                let (v0, v1) = (load_f16(vs), load_f16(&vs[16..]));
+                for (h, a) in a.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(w[h][i]);
+                    a[0] = _mm512_fmadd_ps(v0, wv, a[0]);
+                    a[1] = _mm512_fmadd_ps(v1, wv, a[1]);
+                }
+            }
+            for (h, a) in a.iter().enumerate() {
+                let s = &mut acc[h * hd + col..];
+                store(s, a[0]);
+                store(&mut s[16..], a[1]);
+            }
+        }
+    }
 
     /// AVX-512 twin of the scalar arm of `super::exp_tile`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]

@@ -42,7 +42,7 @@ pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
 #[cfg(target_arch = "x86_64")]
-mod x86_util;
+pub(crate) mod x86_util;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 pub use iq4_nl::BlockIQ4NL;

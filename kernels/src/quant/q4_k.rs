@@ -405,6 +405,9 @@ pub mod simd {
     }
 
     #[cfg(target_arch = "x86_64")]
+    pub(crate) use x86::unpacked_avx512;
+
+    #[cfg(target_arch = "x86_64")]
     mod x86 {
         use std::arch::x86_64::*;
 
@@ -572,6 +575,25 @@ pub mod simd {
                 summ -= f16c(bx.dmin) * by.d() * mins as f32;
             }
             hsum_f32_256(acc) + summ
+        }
+
+        /// Everything [`avx512_tile`] derives from one weight block before
+        /// it reads activations: the nibbles and scales of
+        /// [`unpack_avx512`], the mins as i16 for [`summ_avx2`], and the two
+        /// super-block scales as f32 (for `crate::packed`, which computes
+        /// each output with the tile's operations from these).
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+        pub(crate) unsafe fn unpacked_avx512(
+            x: &BlockQ4K,
+        ) -> ([__m512i; 4], [__m512i; 4], __m256i, f32, f32) {
+            let (scales, mins) = scales_mins(x);
+            // SAFETY: the features are enabled for this function.
+            let (q, sc) = unsafe { unpack_avx512(x, &scales) };
+            (q, sc, mins_i16(&mins), f16c(x.d), f16c(x.dmin))
         }
 
         /// The block's nibbles and sub-block scales for [`lanes_avx512`]:

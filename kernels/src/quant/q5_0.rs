@@ -309,7 +309,7 @@ pub mod simd {
 
         use super::{BlockQ5_0, BlockQ8_0};
         use crate::quant::x86_util::{
-            bytes_from_bits_32, f16c, halves_ps, has_avx512_vnni, hsum_f32_256, hsum_f32_512,
+            bytes_from_bits_32, f16c, halves_f16, has_avx512_vnni, hsum_f32_256, hsum_f32_512,
             hsum_i32_256,
         };
 
@@ -499,11 +499,16 @@ pub mod simd {
 
         /// `M` weight rows against `N` activation rows, all of one length,
         /// two blocks per step (an odd last block pairs with itself, its
-        /// copy weighted 0): each weight block pair is loaded once for the
-        /// `N` activation rows, each activation pair (with its sum and
-        /// scales) once for the `M` weight rows. Each of the `M * N` results
-        /// is computed by the same operations whatever `M` and `N` are, so
-        /// every tile shape is bit-identical to the one-row kernel.
+        /// copy weighted 0): each weight block pair is unpacked once for
+        /// the `N` activation rows, each activation pair (with its sum and
+        /// scales) once for the `M` weight rows. Per output and step the
+        /// work is one `vpdpbusd` (started from the activation's `-16 *
+        /// sum y` lanes, so the integer result is exact without a
+        /// subtraction: each lane at most 4 * 31 * 128 + 16 * 4 * 128 in
+        /// magnitude), a product of the two scale vectors, a conversion and
+        /// an FMA. Each of the `M * N` results is computed by the same
+        /// operations whatever `M` and `N` are, so every tile shape is
+        /// bit-identical to the one-row kernel.
         ///
         /// # Safety
         /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
@@ -514,18 +519,19 @@ pub mod simd {
         ) -> [[f32; N]; M] {
             let nb = xs[0].len();
             let mut acc = [[_mm512_setzero_ps(); N]; M];
+            let zero = _mm512_setzero_si512();
+            let c16 = _mm512_set1_epi8(16);
             let mut i = 0;
             while i < nb {
                 let pair = i + 1 < nb;
                 let ib = if pair { i + 1 } else { i };
-                let mut wq = [_mm512_setzero_si512(); M];
-                let mut dxa = [0.0f32; M];
-                let mut dxb = [0.0f32; M];
+                let mut wq = [zero; M];
+                let mut dx = [_mm512_setzero_ps(); M];
                 for m in 0..M {
                     let (xa, xb) = (&xs[m][i], &xs[m][ib]);
                     // SAFETY: the features are enabled for this function.
                     wq[m] = unsafe { pair_quants_avx512(xa, xb) };
-                    (dxa[m], dxb[m]) = (f16c(xa.d), f16c(xb.d));
+                    dx[m] = halves_f16(xa.d, if pair { xb.d } else { [0; 2] });
                 }
                 for n in 0..N {
                     let (ya, yb) = (&ys[n][i], &ys[n][ib]);
@@ -537,16 +543,12 @@ pub mod simd {
                             _mm256_loadu_si256(yb.qs.as_ptr().cast()),
                         )
                     };
-                    let zero = _mm512_setzero_si512();
-                    let ones = _mm512_set1_epi8(1);
-                    let sy = _mm512_slli_epi32::<4>(_mm512_dpbusd_epi32(zero, ones, qy));
-                    let (dya, dyb) = (f16c(ya.d), f16c(yb.d));
+                    let neg = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c16, qy));
+                    let dy = halves_f16(ya.d, yb.d);
                     for m in 0..M {
-                        let lanes = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wq[m], qy), sy);
-                        let db = if pair { dxb[m] * dyb } else { 0.0 };
-                        let d = halves_ps(dxa[m] * dya, db);
-                        let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
-                        acc[m][n] = _mm512_add_ps(acc[m][n], v);
+                        let lanes = _mm512_dpbusd_epi32(neg, wq[m], qy);
+                        let d = _mm512_mul_ps(dx[m], dy);
+                        acc[m][n] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[m][n]);
                     }
                 }
                 i += 2;

@@ -361,6 +361,9 @@ pub mod simd {
     }
 
     #[cfg(target_arch = "x86_64")]
+    pub(crate) use x86::unpacked_avx512;
+
+    #[cfg(target_arch = "x86_64")]
     mod x86 {
         use std::arch::x86_64::*;
 
@@ -604,6 +607,23 @@ pub mod simd {
                 }
             }
             Unpacked { q, sc, sc16 }
+        }
+
+        /// Everything [`avx512_tile`] derives from one weight block before
+        /// it reads activations: the quants and scales of [`unpack_avx512`]
+        /// and the block scale as f32 (for `crate::packed`, which computes
+        /// each output with the tile's operations from these).
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+        pub(crate) unsafe fn unpacked_avx512(
+            x: &BlockQ6K,
+        ) -> ([__m512i; 4], [__m512i; 4], __m256i, f32) {
+            // SAFETY: the features are enabled for this function.
+            let u = unsafe { unpack_avx512(x) };
+            (u.q, u.sc, u.sc16, f16c(x.d))
         }
 
         /// Sixteen i32 lanes summing to the block's integer dot product.

@@ -42,9 +42,28 @@ pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) -> Result<(), QuantEr
 }
 
 /// ggml's `quantize_row_q8_0_ref`: `d = amax / 127`, `q = roundf(x / d)`
-/// (round half away from zero).
+/// (round half away from zero). Runs the AVX-512 twin where the CPU has it
+/// (bit-identical: the same scalar scale per block, the same rounding;
+/// `quantize_simd_matches_scalar` in `tests/quant_simd.rs` checks it).
 pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) -> Result<(), QuantError> {
     check_len(Format::Q8_0, QK8_0, y.len(), x.len())?;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(q) = simd::quantize_avx512() {
+        q(x, y);
+        return Ok(());
+    }
+    quantize_scalar(x, y);
+    Ok(())
+}
+
+/// The scalar reference of [`quantize_row_q8_0`].
+pub fn quantize_row_q8_0_scalar(x: &[f32], y: &mut [BlockQ8_0]) -> Result<(), QuantError> {
+    check_len(Format::Q8_0, QK8_0, y.len(), x.len())?;
+    quantize_scalar(x, y);
+    Ok(())
+}
+
+fn quantize_scalar(x: &[f32], y: &mut [BlockQ8_0]) {
     for (x, b) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
@@ -54,7 +73,6 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) -> Result<(), QuantErro
             *q = (v * id).round() as i8;
         }
     }
-    Ok(())
 }
 
 /// The integer dot product of two blocks' quants, `sum qx * qy`.
@@ -260,12 +278,85 @@ pub mod simd {
         *KERNEL.get_or_init(|| kernel4(best()).unwrap_or(scalar4))
     }
 
+    /// An activation quantizer of rows already checked to be `32 * y.len()`
+    /// values.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) type QuantizeFn = fn(&[f32], &mut [BlockQ8_0]);
+
+    /// The AVX-512 quantizer, if this CPU has AVX-512 F/BW/VL/DQ (checked
+    /// once): rows already checked to be `32 * y.len()` values.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn quantize_avx512() -> Option<QuantizeFn> {
+        static Q: OnceLock<Option<QuantizeFn>> = OnceLock::new();
+        *Q.get_or_init(|| {
+            (is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512dq"))
+            .then_some(x86::quantize_avx512 as QuantizeFn)
+        })
+    }
+
     #[cfg(target_arch = "x86_64")]
     mod x86 {
         use std::arch::x86_64::*;
 
         use super::BlockQ8_0;
-        use crate::quant::x86_util::{f16c, halves_ps, hsum_f32_256, hsum_f32_512, hsum_i32_256};
+
+        /// Safe entry to [`quantize_avx512_impl`], handed out only by
+        /// `quantize_avx512` after the features were detected.
+        pub fn quantize_avx512(x: &[f32], y: &mut [BlockQ8_0]) {
+            // SAFETY: only reachable through `super::quantize_avx512`, which
+            // returns it when AVX-512 F/BW/VL/DQ are present.
+            unsafe { quantize_avx512_impl(x, y) }
+        }
+
+        /// `quantize_scalar` on 16 lanes: the block's `amax` by a vector
+        /// max (exact), the scale and its inverse in scalar f32 as the
+        /// reference computes them, then `round` (half away from zero) as
+        /// truncation plus one where the dropped fraction is at least 1/2
+        /// (exact: `r - trunc(r)` has no rounding error).
+        ///
+        /// # Safety
+        /// The CPU must support AVX-512 F/BW/VL/DQ.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+        unsafe fn quantize_avx512_impl(x: &[f32], y: &mut [BlockQ8_0]) {
+            let sign = _mm512_set1_ps(-0.0);
+            let one = _mm512_set1_ps(1.0);
+            let half = _mm512_set1_ps(0.5);
+            for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+                // SAFETY: `x` holds 32 f32; `loadu` needs no alignment.
+                let v = unsafe {
+                    [
+                        _mm512_loadu_ps(x.as_ptr()),
+                        _mm512_loadu_ps(x.as_ptr().add(16)),
+                    ]
+                };
+                let a = _mm512_max_ps(_mm512_andnot_ps(sign, v[0]), _mm512_andnot_ps(sign, v[1]));
+                let amax = _mm512_reduce_max_ps(a);
+                let d = amax / 127.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                b.d = super::super::f16_bytes(d);
+                let idv = _mm512_set1_ps(id);
+                for (h, v) in v.into_iter().enumerate() {
+                    let r = _mm512_mul_ps(v, idv);
+                    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(r);
+                    let frac = _mm512_andnot_ps(sign, _mm512_sub_ps(r, t));
+                    let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, half);
+                    let step = _mm512_or_ps(_mm512_and_ps(r, sign), one);
+                    let q = _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, step));
+                    // SAFETY: 16 bytes inside `qs`; `storeu` needs no
+                    // alignment.
+                    unsafe {
+                        _mm_storeu_si128(
+                            b.qs.as_mut_ptr().add(16 * h).cast(),
+                            _mm512_cvtepi32_epi8(q),
+                        )
+                    };
+                }
+            }
+        }
+        use crate::quant::x86_util::{f16c, halves_f16, hsum_f32_256, hsum_f32_512, hsum_i32_256};
 
         /// Proof that AVX2 and F16C are available.
         #[derive(Clone, Copy)]
@@ -443,9 +534,13 @@ pub mod simd {
         /// two blocks per step (an odd last block pairs with itself, its
         /// copy weighted 0): each weight block pair is loaded once for the
         /// `N` activation rows, each activation pair (with its sum and
-        /// scales) once for the `M` weight rows. Each of the `M * N` results
-        /// is computed by the same operations whatever `M` and `N` are, so
-        /// every tile shape is bit-identical to the one-row kernel.
+        /// scales) once for the `M` weight rows. Per output and step the
+        /// work is one `vpdpbusd` (started from the activation's `-128 *
+        /// sum y` lanes, so the integer result is exact without a
+        /// subtraction), a product of the two scale vectors, a conversion
+        /// and an FMA. Each of the `M * N` results is computed by the same
+        /// operations whatever `M` and `N` are, so every tile shape is
+        /// bit-identical to the one-row kernel.
         ///
         /// # Safety
         /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
@@ -456,18 +551,19 @@ pub mod simd {
         ) -> [[f32; N]; M] {
             let nb = xs[0].len();
             let mut acc = [[_mm512_setzero_ps(); N]; M];
+            let zero = _mm512_setzero_si512();
+            let c128 = _mm512_set1_epi8(-128);
             let mut i = 0;
             while i < nb {
                 let pair = i + 1 < nb;
                 let ib = if pair { i + 1 } else { i };
-                let mut wq = [_mm512_setzero_si512(); M];
-                let mut dxa = [0.0f32; M];
-                let mut dxb = [0.0f32; M];
+                let mut wq = [zero; M];
+                let mut dx = [_mm512_setzero_ps(); M];
                 for m in 0..M {
                     let (xa, xb) = (&xs[m][i], &xs[m][ib]);
                     // SAFETY: the features are enabled for this function.
                     wq[m] = unsafe { pair_weights_avx512(xa, xb) };
-                    (dxa[m], dxb[m]) = (f16c(xa.d), f16c(xb.d));
+                    dx[m] = halves_f16(xa.d, if pair { xb.d } else { [0; 2] });
                 }
                 for n in 0..N {
                     let (ya, yb) = (&ys[n][i], &ys[n][ib]);
@@ -479,16 +575,14 @@ pub mod simd {
                             _mm256_loadu_si256(yb.qs.as_ptr().cast()),
                         )
                     };
-                    let zero = _mm512_setzero_si512();
-                    let ones = _mm512_set1_epi8(1);
-                    let sy = _mm512_slli_epi32::<7>(_mm512_dpbusd_epi32(zero, ones, qy));
-                    let (dya, dyb) = (f16c(ya.d), f16c(yb.d));
+                    // -128 * (sum of each 4 activation bytes): `c128` read as
+                    // u8 is 128.
+                    let neg = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c128, qy));
+                    let dy = halves_f16(ya.d, yb.d);
                     for m in 0..M {
-                        let lanes = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wq[m], qy), sy);
-                        let db = if pair { dxb[m] * dyb } else { 0.0 };
-                        let d = halves_ps(dxa[m] * dya, db);
-                        let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
-                        acc[m][n] = _mm512_add_ps(acc[m][n], v);
+                        let lanes = _mm512_dpbusd_epi32(neg, wq[m], qy);
+                        let d = _mm512_mul_ps(dx[m], dy);
+                        acc[m][n] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[m][n]);
                     }
                 }
                 i += 2;

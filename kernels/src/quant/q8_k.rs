@@ -55,6 +55,25 @@ pub fn dequantize_row_q8_K(x: &[BlockQ8K], y: &mut [f32]) -> Result<(), QuantErr
 /// sums. An all-zero block gets `d = 0` and zero sums.
 pub fn quantize_row_q8_K(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), QuantError> {
     check_len(Format::Q8_K, QK_K, y.len(), x.len())?;
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: AVX-512 F/BW/VL/DQ were just detected.
+        unsafe { x86::quantize(x, y) };
+        return Ok(());
+    }
+    quantize_scalar(x, y);
+    Ok(())
+}
+
+/// The scalar reference of [`quantize_row_q8_K`] (which takes an AVX-512
+/// twin where the CPU has it, bit-identical).
+pub fn quantize_row_q8_K_scalar(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), QuantError> {
+    check_len(Format::Q8_K, QK_K, y.len(), x.len())?;
+    quantize_scalar(x, y);
+    Ok(())
+}
+
+fn quantize_scalar(x: &[f32], y: &mut [BlockQ8K]) {
     for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
         let mut max = 0.0f32;
         let mut amax = 0.0f32;
@@ -79,7 +98,79 @@ pub fn quantize_row_q8_K(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), QuantError
         }
         b.d = (1.0 / iscale).to_le_bytes();
     }
-    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    use super::{BlockQ8K, QK_K};
+    use bytemuck::Zeroable;
+
+    /// Whether this CPU has AVX-512 F/BW/VL/DQ (checked once).
+    pub fn available() -> bool {
+        static ON: OnceLock<bool> = OnceLock::new();
+        *ON.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512dq")
+        })
+    }
+
+    /// `quantize_scalar` on 16 lanes: `amax` by a vector max, `max` the
+    /// first value of that magnitude (as the scalar scan's strict `>`
+    /// keeps), `nearest_int` as the conversion's round-to-nearest-even
+    /// (exact for these magnitudes, as ggml's magic-number trick), the group
+    /// sums by a 16-lane add.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/DQ; `x` holds `256 * y.len()`
+    /// values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+    pub unsafe fn quantize(x: &[f32], y: &mut [BlockQ8K]) {
+        let sign = _mm512_set1_ps(-0.0);
+        for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+            // SAFETY: `x` holds 256 f32; `loadu` needs no alignment.
+            let v: [__m512; 16] =
+                std::array::from_fn(|k| unsafe { _mm512_loadu_ps(x.as_ptr().add(16 * k)) });
+            let mut a = _mm512_setzero_ps();
+            for v in &v {
+                a = _mm512_max_ps(a, _mm512_andnot_ps(sign, *v));
+            }
+            let amax = _mm512_reduce_max_ps(a);
+            if amax == 0.0 {
+                *b = BlockQ8K::zeroed();
+                continue;
+            }
+            let amaxv = _mm512_set1_ps(amax);
+            let mut max = 0.0f32;
+            for (k, v) in v.iter().enumerate() {
+                let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_andnot_ps(sign, *v), amaxv);
+                if hit != 0 {
+                    max = x[16 * k + hit.trailing_zeros() as usize];
+                    break;
+                }
+            }
+            let iscale = -127.0 / max;
+            let sv = _mm512_set1_ps(iscale);
+            let cap = _mm512_set1_epi32(127);
+            for (k, v) in v.iter().enumerate() {
+                let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(sv, *v)), cap);
+                // SAFETY: 16 bytes inside `qs`; `storeu` needs no alignment.
+                unsafe {
+                    _mm_storeu_si128(
+                        b.qs.as_mut_ptr().add(16 * k).cast(),
+                        _mm512_cvtepi32_epi8(q),
+                    )
+                };
+                let sum = _mm512_reduce_add_epi32(q);
+                b.bsums[2 * k..2 * k + 2].copy_from_slice(&(sum as i16).to_le_bytes());
+            }
+            b.d = (1.0 / iscale).to_le_bytes();
+        }
+    }
 }
 
 impl Block for BlockQ8K {

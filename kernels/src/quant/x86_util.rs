@@ -70,13 +70,15 @@ pub(crate) fn bytes_from_bits_32(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1))
 }
 
-/// `[a; 8]` in the low half, `[b; 8]` in the high half.
+/// The f16 scales `a` and `b` as f32: `[a; 8]` in the low half, `[b; 8]`
+/// in the high half (exact conversions, one `vcvtph2ps` for both).
 #[inline]
-#[target_feature(enable = "avx512f")]
-pub(crate) fn halves_ps(a: f32, b: f32) -> __m512 {
-    let lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a)));
-    let hi = _mm256_castps_pd(_mm256_set1_ps(b));
-    _mm512_castpd_ps(_mm512_insertf64x4::<1>(lo, hi))
+#[target_feature(enable = "avx512f,f16c")]
+pub(crate) fn halves_f16(a: [u8; 2], b: [u8; 2]) -> __m512 {
+    let bits = u16::from_le_bytes(a) as u32 | (u16::from_le_bytes(b) as u32) << 16;
+    let f = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    let idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(f))
 }
 
 /// A little-endian f16 to f32 with F16C's `vcvtph2ps`: exact, as
