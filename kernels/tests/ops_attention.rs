@@ -478,3 +478,59 @@ fn nan_in_a_query_reaches_the_output() {
         }
     }
 }
+
+/// `attention_par` gives a query the same bits however many other queries
+/// share its batch and however many keys after it are in the cache: the
+/// keys are split at fixed rows, never by batch size or thread count. A
+/// server that evaluates the last 20 tokens of a prompt on top of a reused
+/// cache must match evaluating it in chunks from scratch.
+#[test]
+fn attention_par_is_batch_invariant() {
+    let mut rng = Rng(47);
+    let p = AttentionParams::new(4, 1, 256);
+    let hd = p.head_dim;
+    let n_kv = 900;
+    let prob = Problem::new(&mut rng, p, 20, n_kv, f16_of, 2.0);
+    let row = p.n_head * hd;
+    let mut scratch = AttentionScratch::new();
+    let mut all = vec![f32::NAN; prob.q.len()];
+    attention_par(&p, &prob.q, &prob.q_pos, &prob.kv(), &mut all, &mut scratch).unwrap();
+    for pool_threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(pool_threads)
+            .build()
+            .unwrap();
+        // The same queries alone and in small groups, each against a cache
+        // that ends at the group's last position (as when evaluated first).
+        for group in [1usize, 2, 3, 7] {
+            for t0 in (0..20).step_by(group) {
+                let t1 = (t0 + group).min(20);
+                let n_kv_then = prob.q_pos[t1 - 1] as usize + 1;
+                let kv = KvCache {
+                    k: &prob.k[..n_kv_then * hd],
+                    v: &prob.v[..n_kv_then * hd],
+                    pos: &prob.kv_pos[..n_kv_then],
+                };
+                let mut out = vec![f32::NAN; (t1 - t0) * row];
+                pool.install(|| {
+                    attention_par(
+                        &p,
+                        &prob.q[t0 * row..t1 * row],
+                        &prob.q_pos[t0..t1],
+                        &kv,
+                        &mut out,
+                        &mut scratch,
+                    )
+                })
+                .unwrap();
+                let want = &all[t0 * row..t1 * row];
+                assert!(
+                    out.iter()
+                        .zip(want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{pool_threads} threads, queries {t0}..{t1}: not bit-identical"
+                );
+            }
+        }
+    }
+}

@@ -666,15 +666,18 @@ pub fn attention_with<T: KvElem>(
     Ok(())
 }
 
-/// Fewest keys a parallel task is given: below this the merge and the task
-/// overhead cost more than the keys.
-const MIN_KV_CHUNK: usize = 128;
+/// Keys per parallel task: fixed, at cache rows `0..128`, `128..256`, ...
+/// Each chunk's partial softmax is computed alone and the partials merged in
+/// order, so a query's result depends only on the keys it sees, never on how
+/// many other queries share its batch or how many threads run: a prompt
+/// evaluated in chunks of 64, or its last 20 tokens on top of a reused
+/// cache, gives the same bits (the server's prefix reuse relies on it). A
+/// single non-empty chunk merges to exactly the unsplit result.
+pub const KV_CHUNK: usize = 128;
 
-/// [`attention`] spread over rayon's pool. Blocks of query heads are
-/// independent tasks; when there are too few of them to keep the pool busy
-/// (decode: one token), each block's keys are also split into chunks whose
-/// partial results are merged exactly. Allocates only when `scratch` must
-/// grow.
+/// [`attention`] spread over rayon's pool: one task per block of query
+/// heads and chunk of [`KV_CHUNK`] keys, partial results merged exactly.
+/// Allocates only when `scratch` must grow.
 ///
 /// # Errors
 /// As [`attention`].
@@ -686,22 +689,7 @@ pub fn attention_par<T: KvElem>(
     out: &mut [f32],
     scratch: &mut AttentionScratch,
 ) -> Result<(), ShapeError> {
-    let n_kv = kv.pos.len();
-    let n_blocks = if p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv) {
-        1 // invalid; `check` reports it below
-    } else {
-        q_pos.len() * p.n_head / block_len(p.n_head / p.n_head_kv)
-    };
-    // About 4 tasks per thread lets rayon balance blocks of unequal length
-    // (causal prefill, windows).
-    let target = 4 * rayon::current_num_threads();
-    let kv_chunk = if n_blocks >= target {
-        n_kv.max(1)
-    } else {
-        let per_block = target.div_ceil(n_blocks.max(1));
-        n_kv.div_ceil(per_block).max(MIN_KV_CHUNK)
-    };
-    attention_chunked_with(Isa::detect(), p, q, q_pos, kv, out, kv_chunk, scratch)
+    attention_chunked_with(Isa::detect(), p, q, q_pos, kv, out, KV_CHUNK, scratch)
 }
 
 /// [`attention_par`] with an explicit instruction set and keys per task
