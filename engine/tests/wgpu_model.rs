@@ -7,9 +7,8 @@
 //! - over llama.cpp's top-10 ids at every position, mean |logit difference|
 //!   at most 0.3 and largest at most 3.5.
 //!
-//! The first `PROMPTS` prompts by default, every one but the 783-token
-//! GPL-3 prompt (lavapipe on two cores takes ~30 s for these 7, several
-//! minutes for that one); `HEARTH_WGPU_GOLDEN_ALL=1` runs all 8.
+//! All 8 prompts, the 783-token GPL-3 one included (lavapipe on two quiet
+//! cores: about 3.5 minutes in a debug build, most of it that prompt).
 //! Also: the perplexity of GPL-3's first chunks within 1.5% of llama.cpp's,
 //! as `perplexity.rs` holds the CPU backend.
 
@@ -29,8 +28,6 @@ mod golden_util;
 use golden_util::{check_against_llama_cpp, references};
 use serde_json::Value;
 
-const PROMPTS: usize = 7;
-
 fn model() -> Option<&'static Model<Wgpu>> {
     static MODEL: OnceLock<Result<Model<Wgpu>, String>> = OnceLock::new();
     let path = hearth_tests::model_path()?;
@@ -48,10 +45,8 @@ fn model() -> Option<&'static Model<Wgpu>> {
 fn gemma3_on_wgpu_matches_llama_cpp_logits() {
     let Some(refs) = references() else { return };
     let Some(model) = model() else { return };
-    let all = std::env::var_os("HEARTH_WGPU_GOLDEN_ALL").is_some_and(|v| v == "1");
-    let n_prompts = if all { refs.len() } else { PROMPTS };
     eprintln!("adapter: {:?}", model.backend.adapter());
-    check_against_llama_cpp(model, &refs[..n_prompts]);
+    check_against_llama_cpp(model, &refs);
 }
 
 /// Prefill in one batch, then decode token by token: the logits of each
