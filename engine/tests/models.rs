@@ -4,6 +4,7 @@
 //! cache, several sequences in one batch, and llama.cpp's logits.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hearth::backend::cpu::Cpu;
@@ -14,8 +15,15 @@ use hearth::Error;
 use hearth_gguf::{GgufWriter, Value};
 use hearth_tests::tiny::{tiny_model, tiny_prompt, ARCHS, N_VOCAB};
 
+/// A fresh file per call: tests run in parallel threads of one process, and
+/// two of them rewriting one path while another maps it read a truncated file.
 fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("hearth-test-{}-{name}.gguf", std::process::id()));
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "hearth-test-{}-{n}-{name}.gguf",
+        std::process::id()
+    ));
     std::fs::write(&path, bytes).unwrap();
     path
 }
