@@ -112,6 +112,8 @@ mod x86 {
     }
 
     impl Pack for BlockQ8_0 {
+        /// # Safety
+        /// As [`Pack::quants`]: AVX-512 F/BW/VL, VNNI and F16C.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
         unsafe fn quants(a: &Self, b: Option<&Self>) -> __m512i {
@@ -126,6 +128,8 @@ mod x86 {
                 _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
             }
         }
+        /// # Safety
+        /// As [`Pack::unsigned`]: AVX-512 F/BW/VL, VNNI and F16C.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
         unsafe fn unsigned(a: &Self, b: &Self) -> __m512i {
@@ -141,6 +145,8 @@ mod x86 {
     }
 
     impl Pack for BlockQ5_0 {
+        /// # Safety
+        /// As [`Pack::quants`]: AVX-512 F/BW/VL, VNNI and F16C.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
         unsafe fn quants(a: &Self, b: Option<&Self>) -> __m512i {
@@ -159,6 +165,8 @@ mod x86 {
             // Subtract 16 only where there is a block (a missing one stays 0).
             _mm512_mask_sub_epi8(q, keep, q, _mm512_set1_epi8(16))
         }
+        /// # Safety
+        /// As [`Pack::unsigned`]: AVX-512 F/BW/VL, VNNI and F16C.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
         unsafe fn unsigned(a: &Self, b: &Self) -> __m512i {
