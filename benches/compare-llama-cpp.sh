@@ -56,7 +56,7 @@ llama_bench=${LLAMA_BENCH:-$(build_llama_bench)}
 [[ -x $llama_bench ]] || die "LLAMA_BENCH=$llama_bench is not an executable"
 
 echo "compare-llama-cpp: building Hearth (release) ..." >&2
-(cd "$root" && cargo build -q --release -p hearth-engine)
+(cd "$root" && cargo build -q --release -p hearth-cli)
 hearth=${CARGO_TARGET_DIR:-$root/target}/release/hearth
 [[ -x $hearth ]] || die "no Hearth binary at $hearth"
 

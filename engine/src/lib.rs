@@ -3,15 +3,12 @@
 //! `hearth` command's subcommands.
 pub mod backend;
 pub mod batch;
-pub mod bench;
 pub mod chat;
 pub mod error;
-pub mod info;
 pub mod logits;
 pub mod model;
 pub mod perplexity;
 pub mod sampler;
-pub mod server;
 pub mod session;
 pub mod tokenizer;
 

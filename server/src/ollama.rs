@@ -22,7 +22,7 @@ use super::api::{self, ApiError, Endpoint, Fields};
 use super::routes::{blocking, body_object, check_model, default_seed, encode_chat, ready, submit};
 use super::scheduler::Event;
 use super::Shared;
-use crate::chat::Message;
+use hearth::chat::Message;
 
 type St = State<Arc<Shared>>;
 

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::metrics::Metrics;
-use crate::backend::{Backend, CacheSpec, KvType};
-use crate::batch::{Batch, Logits};
-use crate::model::{Model, Workspace};
-use crate::sampler::{self, Sampler, SamplerConfig, StopCriteria, StopReason, TokenLogprobs};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use hearth::backend::{Backend, CacheSpec, KvType};
+use hearth::batch::{Batch, Logits};
+use hearth::model::{Model, Workspace};
+use hearth::sampler::{self, Sampler, SamplerConfig, StopCriteria, StopReason, TokenLogprobs};
+use hearth::tokenizer::{StreamDecoder, Tokenizer};
 
 /// One generation request, validated and tokenized by the HTTP handler.
 pub struct Job {
@@ -228,9 +228,9 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         model: &'m Model<B>,
         tok: &'m Tokenizer,
         cfg: SchedulerConfig,
-    ) -> crate::Result<Self> {
+    ) -> hearth::Result<Self> {
         if cfg.n_slots == 0 || cfg.n_ctx == 0 || cfg.chunk == 0 {
-            return Err(crate::Error::Other(
+            return Err(hearth::Error::Other(
                 "slots, context and prefill chunk must all be at least 1".into(),
             ));
         }

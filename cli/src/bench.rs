@@ -22,10 +22,10 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::{json, Value as Json};
 
-use crate::backend::{Backend, KvType};
-use crate::batch::{Batch, Logits};
-use crate::error::{Error, Result};
-use crate::model::{Model, Workspace};
+use hearth::backend::{Backend, KvType};
+use hearth::batch::{Batch, Logits};
+use hearth::error::{Error, Result};
+use hearth::model::{Model, Workspace};
 
 /// Tokens per forward pass during the prompt test (llama-bench's `n_batch`).
 pub const BENCH_BATCH: usize = 512;

@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::backend::{Backend, KvType};
-use crate::chat::ChatTemplate;
-use crate::model::Model;
-use crate::tokenizer::Tokenizer;
+use hearth::backend::{Backend, KvType};
+use hearth::chat::ChatTemplate;
+use hearth::model::Model;
+use hearth::tokenizer::Tokenizer;
 use metrics::Metrics;
 use scheduler::{Queue, Scheduler, SchedulerConfig};
 
@@ -110,7 +110,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub fn run<B, F>(cfg: ServeConfig, threads: Option<usize>, load: F) -> Result<(), BoxError>
 where
     B: Backend + 'static,
-    F: FnOnce() -> crate::Result<Model<B>> + Send + 'static,
+    F: FnOnce() -> hearth::Result<Model<B>> + Send + 'static,
 {
     if cfg.parallel == 0 || cfg.queue_size == 0 || cfg.prefill_chunk == 0 {
         return Err("--parallel, --queue-size and --prefill-chunk must be at least 1".into());
@@ -136,7 +136,7 @@ where
 async fn serve<B, F>(cfg: ServeConfig, load: F) -> Result<(), BoxError>
 where
     B: Backend + 'static,
-    F: FnOnce() -> crate::Result<Model<B>> + Send + 'static,
+    F: FnOnce() -> hearth::Result<Model<B>> + Send + 'static,
 {
     let listener = tokio::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
         .await
@@ -236,7 +236,7 @@ async fn shutdown_signal() {
 fn scheduler_thread<B, F>(shared: &Shared, load: F) -> Result<(), BoxError>
 where
     B: Backend,
-    F: FnOnce() -> crate::Result<Model<B>>,
+    F: FnOnce() -> hearth::Result<Model<B>>,
 {
     let t0 = std::time::Instant::now();
     let model = load()?;

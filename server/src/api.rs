@@ -6,8 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::chat::Message;
-use crate::sampler::SamplerConfig;
+use hearth::chat::Message;
+use hearth::sampler::SamplerConfig;
 
 /// An error response in OpenAI's shape.
 #[derive(Debug, Clone, PartialEq)]

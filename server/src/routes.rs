@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use super::api::{self, ApiError, Endpoint, Fields, Options, Prompt};
 use super::scheduler::{Event, Finish, Job, Rejected, Usage};
 use super::{Ready, Shared};
-use crate::sampler::TokenLogprobs;
-use crate::tokenizer::Tokenizer;
+use hearth::sampler::TokenLogprobs;
+use hearth::tokenizer::Tokenizer;
 
 type St = State<Arc<Shared>>;
 

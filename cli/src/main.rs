@@ -1,5 +1,8 @@
 //! The `hearth` command.
 
+mod bench;
+mod info;
+
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -504,7 +507,7 @@ fn bench<B: Backend + 'static>(
     kv_type: KvArg,
     profile: bool,
 ) -> Result<(), BoxError> {
-    use hearth::bench::{self, BenchConfig, Report, WeightStats};
+    use crate::bench::{self, BenchConfig, Report, WeightStats};
     let gpu = (&backend as &dyn std::any::Any).downcast_ref::<Wgpu>();
     if profile && !gpu.is_some_and(|g| g.profiling()) {
         return Err(match gpu {
@@ -915,7 +918,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                     .file_stem()
                     .map_or("model".into(), |s| s.to_string_lossy().into_owned())
             });
-            let cfg = hearth::server::ServeConfig {
+            let cfg = hearth_server::ServeConfig {
                 host,
                 port,
                 parallel,
@@ -924,9 +927,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 queue_size,
                 prefill_chunk,
                 kv_type: kv_type.into(),
-                ..hearth::server::ServeConfig::new(id)
+                ..hearth_server::ServeConfig::new(id)
             };
-            with_backend!(backend, false, |be| hearth::server::run(
+            with_backend!(backend, false, |be| hearth_server::run(
                 cfg,
                 threads,
                 move || {
@@ -975,14 +978,14 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 hearth_gguf::GgufError::Io { .. } => e.to_string(),
                 e => format!("{}: {e}", model.display()),
             })?;
-            let summary = hearth::info::Summary::new(&g);
+            let summary = crate::info::Summary::new(&g);
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary.to_json())?);
             } else {
                 print!("{}", summary.to_text(metadata));
             }
             if cpu && !json {
-                println!("\ncpu kernels\n  {}", hearth::info::cpu_kernels());
+                println!("\ncpu kernels\n  {}", crate::info::cpu_kernels());
             }
         }
         Command::Tokenize {
