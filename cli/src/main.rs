@@ -204,9 +204,18 @@ enum Command {
         /// Context of each slot in tokens (default: the model's, at most 4096).
         #[arg(short = 'c', long)]
         ctx_size: Option<usize>,
-        /// Require `Authorization: Bearer KEY` on every route but /health.
+        /// Require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on every
+        /// route but /health.
         #[arg(long)]
         api_key: Option<String>,
+        /// A host name to accept in the `Host` header besides IP literals and
+        /// localhost (DNS-rebinding guard); repeat for more, `*` for any.
+        #[arg(long = "allow-host", value_name = "NAME")]
+        allow_host: Vec<String>,
+        /// A web origin allowed to call the API from a browser (CORS); repeat
+        /// for more, `*` for any. Requests from other origins get 403.
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors_origin: Vec<String>,
         /// Threads for compute (default: all cores).
         #[arg(short = 't', long)]
         threads: Option<usize>,
@@ -906,6 +915,8 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             parallel,
             ctx_size,
             api_key,
+            allow_host,
+            cors_origin,
             threads,
             queue_size,
             prefill_chunk,
@@ -927,6 +938,8 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 queue_size,
                 prefill_chunk,
                 kv_type: kv_type.into(),
+                allowed_hosts: allow_host,
+                cors_origins: cors_origin,
                 ..hearth_server::ServeConfig::new(id)
             };
             with_backend!(backend, false, |be| hearth_server::run(

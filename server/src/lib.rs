@@ -18,6 +18,7 @@ pub mod metrics;
 mod ollama;
 mod routes;
 pub mod scheduler;
+mod security;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,6 +55,12 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// How long a shutdown waits for running requests before cancelling them.
     pub drain: Duration,
+    /// Host names accepted besides IP literals and `localhost`
+    /// (`--allow-host`; `*` for any).
+    pub allowed_hosts: Vec<String>,
+    /// Web origins that may call the API (`--cors-origin`; `*` for any);
+    /// a request from any other origin is refused.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServeConfig {
@@ -71,6 +78,8 @@ impl ServeConfig {
             model_id: model_id.into(),
             max_body: 8 << 20,
             drain: Duration::from_secs(30),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -143,7 +152,7 @@ where
         .map_err(|e| format!("cannot listen on {}:{}: {e}", cfg.host, cfg.port))?;
     let addr: SocketAddr = listener.local_addr()?;
     let shared = Arc::new(Shared {
-        queue: Queue::new(cfg.queue_size),
+        queue: Queue::with_slots(cfg.queue_size, cfg.parallel),
         cfg,
         ready: OnceLock::new(),
         metrics: Metrics::default(),

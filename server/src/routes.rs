@@ -42,31 +42,70 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Checks the API key (all routes but `/health`) and counts refusals.
+/// Checks who is asking (the `Host`, the `Origin`, a JSON body's type; see
+/// [`super::security`]), answers CORS preflights, checks the API key (all
+/// routes but `/health` and preflights) and counts refusals.
 async fn guard(State(s): St, req: Request, next: Next) -> Response {
+    use super::security;
+    if let Some(host) = req.headers().get(header::HOST) {
+        let host = host.to_str().unwrap_or("");
+        if !security::host_allowed(host, &s.cfg.allowed_hosts) {
+            s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+            return security::forbidden(format!(
+                "the Host `{host}` is not this server's (DNS rebinding?): \
+                 start it with --allow-host NAME to accept it"
+            ));
+        }
+    }
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if let Some(o) = &origin {
+        if !security::origin_allowed(o.to_str().unwrap_or(""), &s.cfg.cors_origins) {
+            s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+            return security::forbidden(format!(
+                "requests from the web origin `{}` are not allowed: start the server \
+                 with --cors-origin ORIGIN to accept them",
+                o.to_str().unwrap_or("?")
+            ));
+        }
+        if req.method() == axum::http::Method::OPTIONS {
+            let asked = req
+                .headers()
+                .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                .cloned();
+            return security::preflight(o, asked.as_ref());
+        }
+    }
+    if security::has_json_body(req.method()) && !security::json_content_type(req.headers()) {
+        s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "the body must be JSON: send `Content-Type: application/json`",
+        )
+        .with_code("unsupported_media_type")
+        .into_response();
+    }
     if let Some(key) = &s.cfg.api_key {
         if req.uri().path() != "/health" {
-            let given = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
+            let given = security::presented_key(req.headers()).unwrap_or("");
             if !super::constant_time_eq(given.as_bytes(), key.as_bytes()) {
                 s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
                 return ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "authentication_error",
-                    "a missing or wrong API key: send `Authorization: Bearer KEY`",
+                    "a missing or wrong API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`",
                 )
                 .with_code("invalid_api_key")
                 .into_response();
             }
         }
     }
-    let r = next.run(req).await;
+    let mut r = next.run(req).await;
     if r.status().is_client_error() {
         s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(o) = &origin {
+        security::add_cors_headers(r.headers_mut(), o);
     }
     r
 }

@@ -101,15 +101,28 @@ pub struct Queue {
 struct QueueState {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Slots with no request, as the scheduler last counted them: that many
+    /// queued requests are about to leave the queue, so they do not hold
+    /// queue places.
+    free_slots: usize,
 }
 
 impl Queue {
-    /// A queue holding at most `capacity` waiting requests.
+    /// A queue holding at most `capacity` waiting requests, in front of no
+    /// free slot (see [`with_slots`](Self::with_slots)).
     pub fn new(capacity: usize) -> Queue {
+        Queue::with_slots(capacity, 0)
+    }
+
+    /// A queue holding at most `capacity` requests waiting for a slot, in
+    /// front of `n_slots` slots that start free: a request is refused only
+    /// when every slot is busy or spoken for and the queue is full.
+    pub fn with_slots(capacity: usize, n_slots: usize) -> Queue {
         Queue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
                 closed: false,
+                free_slots: n_slots,
             }),
             wake: std::sync::Condvar::new(),
             capacity,
@@ -128,7 +141,9 @@ impl Queue {
         }
         // Requests whose clients left do not hold places.
         q.jobs.retain(|j| !j.events.is_closed());
-        if q.jobs.len() >= self.capacity {
+        // Queued requests first fill the free slots (the scheduler takes
+        // them before its next step); only the rest wait in queue places.
+        if q.jobs.len() >= self.capacity + q.free_slots {
             return Err(Rejected::Full);
         }
         q.jobs.push_back(job);
@@ -321,6 +336,7 @@ impl<'m, B: Backend> Scheduler<'m, B> {
             let Some(job) = q.jobs.pop_front() else { break };
             self.start(slot, job, metrics);
         }
+        q.free_slots = self.slots.iter().filter(|s| s.active.is_none()).count();
         q.closed
     }
 
@@ -583,4 +599,59 @@ fn sample_slot(slot: &mut Slot<'_>, row: &[f32], tok: &Tokenizer, n_ctx: usize, 
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> (Job, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job {
+            prompt: vec![1],
+            sampling: SamplerConfig::default(),
+            max_tokens: 1,
+            stop: Vec::new(),
+            logprobs: None,
+            events: tx,
+        };
+        (job, rx)
+    }
+
+    /// Issue 17: `--queue-size 2 --parallel 2` refused 5 of 8 simultaneous
+    /// requests while a slot was free: requests bound for free slots were
+    /// counted as holding queue places.
+    #[test]
+    fn queue_refuses_only_when_slots_and_queue_are_full() {
+        let q = Queue::with_slots(2, 2);
+        let mut keep = Vec::new();
+        for i in 0..4 {
+            let (j, rx) = job();
+            assert_eq!(q.push(j), Ok(()), "request {i} of 2 slots + 2 places");
+            keep.push(rx);
+        }
+        let (j, _rx) = job();
+        assert_eq!(q.push(j), Err(Rejected::Full), "the fifth");
+        // The scheduler took two into the slots: the other two hold both
+        // queue places, so the next request is refused.
+        {
+            let mut s = q.lock();
+            s.jobs.pop_front();
+            s.jobs.pop_front();
+            s.free_slots = 0;
+        }
+        let (j, _rx) = job();
+        assert_eq!(
+            q.push(j),
+            Err(Rejected::Full),
+            "both slots busy, queue full"
+        );
+        // A slot frees up: exactly one more.
+        q.lock().free_slots = 1;
+        let (j, rx) = job();
+        assert_eq!(q.push(j), Ok(()));
+        keep.push(rx);
+        let (j, _rx) = job();
+        assert_eq!(q.push(j), Err(Rejected::Full));
+    }
 }
