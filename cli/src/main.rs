@@ -13,8 +13,9 @@ use hearth::backend::cpu::Cpu;
 use hearth::backend::wgpu::Wgpu;
 use hearth::backend::{Backend, KvType};
 use hearth::chat::{ChatTemplate, Message};
+use hearth::generate::Generator;
 use hearth::model::Model;
-use hearth::sampler::{Sampler, SamplerConfig, StopCriteria, StopReason};
+use hearth::sampler::{SamplerConfig, StopReason};
 use hearth::session::Session;
 use hearth::tokenizer::Tokenizer;
 
@@ -429,48 +430,37 @@ fn generate<B: Backend>(
     n_predict: usize,
     out: &mut impl Write,
 ) -> Result<(Vec<u32>, f64), BoxError> {
-    let mut sampler = Sampler::new(sampling.config())?;
-    for &t in session.tokens() {
-        sampler.accept(t);
-    }
-    let mut stop = StopCriteria::new(
+    let mut gen = Generator::new(
+        tok,
+        sampling.config(),
         Some(n_predict),
-        tok.eog_ids().iter().copied(),
         sampling.stop.clone(),
+        session.tokens(),
     )?;
-    let mut decoder = tok.stream_decoder();
     let mut generated = Vec::new();
     let mut logits = first_logits;
     let t0 = Instant::now();
     loop {
-        let id = sampler.sample(&logits)?;
-        sampler.accept(id);
-        let text = if tok.is_eog(id) {
-            String::new()
-        } else {
-            decoder.push(id)?
-        };
-        let step = stop.step(id, &text);
-        out.write_all(step.emit.as_bytes())?;
+        let t = gen.step(&logits)?;
+        out.write_all(t.text.as_bytes())?;
         out.flush()?;
-        if let Some(reason) = step.stop {
+        if let Some(reason) = t.stop {
             if !matches!(reason, StopReason::EndOfGeneration(_)) {
-                generated.push(id);
+                generated.push(t.id);
             }
             break;
         }
-        generated.push(id);
+        generated.push(t.id);
         if session.tokens().len() >= session.n_ctx() {
-            out.write_all(stop.finish().as_bytes())?;
+            out.write_all(gen.finish().as_bytes())?;
             eprintln!("\n[context full: {} tokens]", session.n_ctx());
             break;
         }
         // Reuse the buffer: one copy of the logits row per token, no allocation.
-        let next = session.feed(&[id], false, |_, _| {})?;
+        let next = session.feed(&[t.id], false, |_, _| {})?;
         logits.clear();
         logits.extend_from_slice(next);
     }
-    out.write_all(decoder.finish().as_bytes())?;
     Ok((generated, t0.elapsed().as_secs_f64()))
 }
 

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod batch;
 pub mod chat;
 pub mod error;
+pub mod generate;
 pub mod logits;
 pub mod model;
 pub mod perplexity;

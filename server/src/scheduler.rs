@@ -24,9 +24,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::metrics::Metrics;
 use hearth::backend::{Backend, CacheSpec, KvType};
 use hearth::batch::{Batch, Logits};
+use hearth::generate::Generator;
 use hearth::model::{Model, Workspace};
-use hearth::sampler::{self, Sampler, SamplerConfig, StopCriteria, StopReason, TokenLogprobs};
-use hearth::tokenizer::{StreamDecoder, Tokenizer};
+use hearth::sampler::{self, SamplerConfig, StopReason, TokenLogprobs};
+use hearth::tokenizer::Tokenizer;
 
 /// One generation request, validated and tokenized by the HTTP handler.
 pub struct Job {
@@ -198,9 +199,7 @@ pub struct SchedulerConfig {
 
 struct Active<'t> {
     job: Job,
-    sampler: Sampler,
-    stop: StopCriteria,
-    decoder: StreamDecoder<'t>,
+    gen: Generator<'t>,
     /// The next prompt token to evaluate; `prompt.len()` once decoding.
     next: usize,
     /// The sampled token to evaluate next step.
@@ -341,21 +340,16 @@ impl<'m, B: Backend> Scheduler<'m, B> {
     }
 
     fn start(&mut self, i: usize, job: Job, metrics: &Metrics) {
-        let setup = || -> Result<(Sampler, StopCriteria), sampler::SamplerError> {
-            let mut sampler = Sampler::new(job.sampling.clone())?;
-            // As llama.cpp's server: the penalties see the prompt too.
-            for &t in &job.prompt {
-                sampler.accept(t);
-            }
-            let stop = StopCriteria::new(
-                Some(job.max_tokens),
-                self.tok.eog_ids().iter().copied(),
-                job.stop.iter().cloned(),
-            )?;
-            Ok((sampler, stop))
-        };
-        let (sampler, stop) = match setup() {
-            Ok(x) => x,
+        // As llama.cpp's server: the penalties see the prompt too.
+        let gen = Generator::new(
+            self.tok,
+            job.sampling.clone(),
+            Some(job.max_tokens),
+            job.stop.iter().cloned(),
+            &job.prompt,
+        );
+        let gen = match gen {
+            Ok(g) => g.without_special_text(),
             Err(e) => {
                 let _ = job.events.send(Event::Error(e.to_string()));
                 return;
@@ -382,9 +376,7 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         metrics.admitted(job.prompt.len(), keep);
         self.admitted += 1;
         slot.active = Some(Active {
-            sampler,
-            stop,
-            decoder: self.tok.stream_decoder_with(false),
+            gen,
             next: keep,
             pending: None,
             generated: 0,
@@ -460,7 +452,6 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         }
         let Scheduler {
             model,
-            tok,
             cfg,
             cache,
             ws,
@@ -497,7 +488,7 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         let n_vocab = model.hparams.n_vocab;
         for (k, &i) in rows.iter().enumerate() {
             let row = &logits[k * n_vocab..(k + 1) * n_vocab];
-            sample_slot(&mut slots[i], row, tok, cfg.n_ctx, metrics);
+            sample_slot(&mut slots[i], row, cfg.n_ctx, metrics);
         }
         metrics.stepped(n_prefill, n_decode);
         self.recent.push_back((Instant::now(), n_prefill, n_decode));
@@ -523,20 +514,16 @@ impl<'m, B: Backend> Scheduler<'m, B> {
 }
 
 /// Samples slot's next token from its logits row and tells its client.
-fn sample_slot(slot: &mut Slot<'_>, row: &[f32], tok: &Tokenizer, n_ctx: usize, metrics: &Metrics) {
+fn sample_slot(slot: &mut Slot<'_>, row: &[f32], n_ctx: usize, metrics: &Metrics) {
     let Some(a) = &mut slot.active else { return };
-    let sampled = a
-        .sampler
-        .sample(row)
-        .map_err(|e| e.to_string())
-        .and_then(|id| {
-            let lp = match a.job.logprobs {
-                Some(n) => Some(sampler::logprobs(row, id, n).map_err(|e| e.to_string())?),
-                None => None,
-            };
-            Ok((id, lp))
-        });
-    let (id, logprobs) = match sampled {
+    let sampled = a.gen.step(row).map_err(|e| e.to_string()).and_then(|t| {
+        let lp = match a.job.logprobs {
+            Some(n) => Some(sampler::logprobs(row, t.id, n).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok((t, lp))
+    });
+    let (t, logprobs) = match sampled {
         Ok(x) => x,
         Err(e) => {
             let _ = a.job.events.send(Event::Error(e));
@@ -545,30 +532,15 @@ fn sample_slot(slot: &mut Slot<'_>, row: &[f32], tok: &Tokenizer, n_ctx: usize, 
             return;
         }
     };
-    a.sampler.accept(id);
     a.generated += 1;
-    let text = if tok.is_eog(id) {
-        String::new()
-    } else {
-        // The id came from a row of n_vocab logits.
-        a.decoder.push(id).unwrap_or_default()
-    };
-    let step = a.stop.step(id, &text);
-    let mut text = step.emit;
-    let finish = match step.stop {
-        // What follows a stop string is never shown.
-        Some(StopReason::StopString(_)) => Some(Finish::Stop),
-        Some(StopReason::EndOfGeneration(_)) => {
-            text.push_str(&a.decoder.finish());
+    let (id, mut text) = (t.id, t.text);
+    let finish = match t.stop {
+        Some(StopReason::StopString(_)) | Some(StopReason::EndOfGeneration(_)) => {
             Some(Finish::Stop)
         }
-        Some(StopReason::MaxTokens) => {
-            text.push_str(&a.decoder.finish());
-            Some(Finish::Length)
-        }
+        Some(StopReason::MaxTokens) => Some(Finish::Length),
         None if slot.tokens.len() + 1 > n_ctx => {
-            text.push_str(&a.stop.finish());
-            text.push_str(&a.decoder.finish());
+            text.push_str(&a.gen.finish());
             Some(Finish::Length)
         }
         None => None,
