@@ -41,6 +41,7 @@ pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
+pub mod simd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_util;
 
