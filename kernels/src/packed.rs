@@ -439,9 +439,7 @@ mod x86 {
         gpack: &mut Vec<GPair>,
         chunk: usize,
     ) -> Option<Result<(), QuantError>> {
-        if crate::Isa::detect().avx512_vnni().is_none() {
-            return None;
-        }
+        crate::Isa::detect().avx512_vnni()?;
         Some(match w.format() {
             Format::Q8_0 => gemv_go::<BlockQ8_0>(w, act, out, gpack, chunk),
             Format::Q5_0 => gemv_go::<BlockQ5_0>(w, act, out, gpack, chunk),
@@ -741,9 +739,7 @@ mod x86 {
         apack: &mut Vec<APairBuf>,
         chunk: usize,
     ) -> Option<Result<(), QuantError>> {
-        if crate::Isa::detect().avx512_vnni().is_none() {
-            return None;
-        }
+        crate::Isa::detect().avx512_vnni()?;
         Some(match w.format() {
             Format::Q8_0 => go::<BlockQ8_0>(w, act, n_tokens, out, apack, chunk),
             Format::Q5_0 => go::<BlockQ5_0>(w, act, n_tokens, out, apack, chunk),

@@ -115,21 +115,32 @@ pub fn variants(isa: Isa) -> Vec<(Format, &'static str)> {
         .collect()
 }
 
+/// One weight row against one activation row.
+pub type Row<W> = fn(&[W], &[<W as SimdDot>::Act]) -> f32;
+/// One weight row against four activation rows.
+pub type RowX4<W> = fn(&[W], [&[<W as SimdDot>::Act]; 4]) -> [f32; 4];
+/// Four weight rows against one activation row.
+pub type Rows4<W> = fn([&[W]; 4], &[<W as SimdDot>::Act]) -> [f32; 4];
+/// Two weight rows against four activation rows.
+pub type Tile2x4<W> = fn([&[W]; 2], [&[<W as SimdDot>::Act]; 4]) -> [[f32; 4]; 2];
+/// The integer sums of one block pair.
+pub type Isum<W> = fn(&W, &<W as SimdDot>::Act) -> <W as SimdDot>::Isum;
+
 /// The kernels of one weight format on one ISA. Only [`dot_kernels`]
 /// builds one from the real kernels, after the CPU proved it can run them.
 pub struct DotKernels<W: SimdDot> {
     /// Which variant these are: `"scalar"`, `"avx2"` or `"avx512-vnni"`.
     pub variant: &'static str,
     /// One weight row against one activation row.
-    pub row: fn(&[W], &[W::Act]) -> f32,
+    pub row: Row<W>,
     /// One weight row against four activation rows.
-    pub row_x4: fn(&[W], [&[W::Act]; 4]) -> [f32; 4],
+    pub row_x4: RowX4<W>,
     /// Four weight rows against one activation row (the one-token matmul).
-    pub rows4: fn([&[W]; 4], &[W::Act]) -> [f32; 4],
+    pub rows4: Rows4<W>,
     /// Two weight rows against four activation rows.
-    pub tile2x4: fn([&[W]; 2], [&[W::Act]; 4]) -> [[f32; 4]; 2],
+    pub tile2x4: Tile2x4<W>,
     /// The integer sums of one block pair.
-    pub isum: fn(&W, &W::Act) -> W::Isum,
+    pub isum: Isum<W>,
 }
 
 impl<W: SimdDot> Clone for DotKernels<W> {
