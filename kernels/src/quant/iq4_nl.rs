@@ -8,9 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::kquants::{nearest_int, GROUP_MAX_EPS};
 use super::q8_0::BlockQ8_0;
-use super::{
-    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot,
-};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError};
 
 /// Values per block (`QK4_NL`).
 pub const QK4_NL: usize = 32;
@@ -220,29 +218,16 @@ fn scalar_row(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
 /// ggml's `ggml_vec_dot_iq4_nl_q8_0_generic`, or the SIMD variant of this
 /// CPU (picked once, see [`simd`]).
 pub fn vec_dot_iq4_nl_q8_0(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok((super::simd::best::<BlockIQ4NL>().row)(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockIQ4NL {
-    const FORMAT: Format = Format::IQ4_NL;
-    const QK: usize = QK4_NL;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_iq4_nl(x, y)
-    }
-}
-
-impl Quantize for BlockIQ4NL {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_iq4_nl(x, y)
-    }
-}
-
-impl VecDot<BlockQ8_0> for BlockIQ4NL {
-    fn vec_dot(w: &[Self], a: &[BlockQ8_0]) -> Result<f32, QuantError> {
-        vec_dot_iq4_nl_q8_0(w, a)
-    }
-}
+super::impl_block!(
+    BlockIQ4NL,
+    IQ4_NL,
+    QK4_NL,
+    dequantize_row_iq4_nl,
+    quantize_row_iq4_nl
+);
 
 super::simd::impl_simd_dot!(
     BlockIQ4NL, BlockQ8_0, isum: i32,
@@ -266,14 +251,8 @@ super::simd::impl_simd_dot!(
 /// reference (ggml's generic kernel, which `tests/quant_fixtures.rs` checks
 /// through the kernel table).
 ///
-/// Tiles for the matmul: `row_x4` (one weight row, four activation
-/// rows), `rows4` (four weight rows, one activation row) and
-/// `tile2x4`. The AVX-512 variants share each unpacked weight
-/// block across the activation rows and each loaded activation block across
-/// the weight rows; every output is computed with exactly the operations of
-/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
-/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
-/// variants need F16C too (for the f16 scales).
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

@@ -11,7 +11,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::iq4_nl::{quantize_iq4_impl, KVALUES_IQ4NL};
 use super::q8_k::BlockQ8K;
-use super::{check_len, check_pair, f16_le, Block, Format, QuantError, Quantize, VecDot, QK_K};
+use super::{check_len, f16_le, Format, QuantError, QK_K};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -130,29 +130,16 @@ fn scalar_row(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
 /// ggml's `ggml_vec_dot_iq4_xs_q8_K_generic`, or the SIMD variant of this
 /// CPU (picked once, see [`simd`]; bit-identical).
 pub fn vec_dot_iq4_xs_q8_K(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok((super::simd::best::<BlockIQ4XS>().row)(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockIQ4XS {
-    const FORMAT: Format = Format::IQ4_XS;
-    const QK: usize = QK_K;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_iq4_xs(x, y)
-    }
-}
-
-impl Quantize for BlockIQ4XS {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_iq4_xs(x, y)
-    }
-}
-
-impl VecDot<BlockQ8K> for BlockIQ4XS {
-    fn vec_dot(w: &[Self], a: &[BlockQ8K]) -> Result<f32, QuantError> {
-        vec_dot_iq4_xs_q8_K(w, a)
-    }
-}
+super::impl_block!(
+    BlockIQ4XS,
+    IQ4_XS,
+    QK_K,
+    dequantize_row_iq4_xs,
+    quantize_row_iq4_xs
+);
 
 super::simd::impl_simd_dot!(
     BlockIQ4XS, BlockQ8K, isum: [i32; 8],
@@ -177,14 +164,8 @@ super::simd::impl_simd_dot!(
 /// scalar reference (ggml's generic kernel, which `tests/quant_fixtures.rs`
 /// checks through the kernel table).
 ///
-/// Tiles for the matmul: `row_x4` (one weight row, four activation
-/// rows), `rows4` (four weight rows, one activation row) and
-/// `tile2x4`. The AVX-512 variants unpack each weight block once
-/// for the activation rows and load each activation block (with its sums)
-/// once for the weight rows; every output is computed with exactly the
-/// operations of the one-row kernel of the same ISA (bit-identical,
-/// tested). The scalar and AVX2 tiles are loops over the one-row kernel.
-/// The AVX2 and AVX-512 variants need F16C too (for the f16 scales).
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

@@ -11,9 +11,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::kquants::{make_qkx2_quants, nearest_int};
 use super::q8_k::BlockQ8K;
-use super::{
-    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot, QK_K,
-};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError, QK_K};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -193,29 +191,10 @@ fn scalar_row(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
 /// `ggml_vec_dot_q2_K_q8_K_generic`, or the SIMD variant of this CPU (picked
 /// once, see [`simd`]; bit-identical).
 pub fn vec_dot_q2_K_q8_K(x: &[BlockQ2K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok((super::simd::best::<BlockQ2K>().row)(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockQ2K {
-    const FORMAT: Format = Format::Q2_K;
-    const QK: usize = QK_K;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q2_K(x, y)
-    }
-}
-
-impl Quantize for BlockQ2K {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q2_K(x, y)
-    }
-}
-
-impl VecDot<BlockQ8K> for BlockQ2K {
-    fn vec_dot(w: &[Self], a: &[BlockQ8K]) -> Result<f32, QuantError> {
-        vec_dot_q2_K_q8_K(w, a)
-    }
-}
+super::impl_block!(BlockQ2K, Q2_K, QK_K, dequantize_row_q2_K, quantize_row_q2_K);
 
 super::simd::impl_simd_dot!(
     BlockQ2K, BlockQ8K, isum: (i32, i32),
@@ -240,14 +219,8 @@ fn scalar_isum(x: &BlockQ2K, y: &BlockQ8K) -> (i32, i32) {
 /// (ggml's generic kernel, which `tests/quant_fixtures.rs` checks through
 /// the kernel table).
 ///
-/// Tiles for the matmul: `row_x4` (one weight row, four activation
-/// rows), `rows4` (four weight rows, one activation row) and
-/// `tile2x4`. The AVX-512 variants share each unpacked weight
-/// block across the activation rows and each loaded activation block across
-/// the weight rows; every output is computed with exactly the operations of
-/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
-/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
-/// variants need F16C too (for the f16 scales).
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

@@ -6,9 +6,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::q8_1::BlockQ8_1;
-use super::{
-    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot,
-};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError};
 
 /// Values per block (`QK4_1`).
 pub const QK4_1: usize = 32;
@@ -110,29 +108,16 @@ fn scalar_row(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 /// `ggml_vec_dot_q4_1_q8_1_generic`, or the SIMD variant of this CPU (picked
 /// once, see [`simd`]; bit-identical).
 pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok((super::simd::best::<BlockQ4_1>().row)(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockQ4_1 {
-    const FORMAT: Format = Format::Q4_1;
-    const QK: usize = QK4_1;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q4_1(x, y)
-    }
-}
-
-impl Quantize for BlockQ4_1 {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q4_1(x, y)
-    }
-}
-
-impl VecDot<BlockQ8_1> for BlockQ4_1 {
-    fn vec_dot(w: &[Self], a: &[BlockQ8_1]) -> Result<f32, QuantError> {
-        vec_dot_q4_1_q8_1(w, a)
-    }
-}
+super::impl_block!(
+    BlockQ4_1,
+    Q4_1,
+    QK4_1,
+    dequantize_row_q4_1,
+    quantize_row_q4_1
+);
 
 super::simd::impl_simd_dot!(
     BlockQ4_1, BlockQ8_1, isum: i32,
@@ -155,14 +140,8 @@ super::simd::impl_simd_dot!(
 /// reference (ggml's generic kernel, which `tests/quant_fixtures.rs` checks
 /// through the kernel table).
 ///
-/// Tiles for the matmul: `row_x4` (one weight row, four activation
-/// rows), `rows4` (four weight rows, one activation row) and
-/// `tile2x4`. The AVX-512 variants share each unpacked weight
-/// block across the activation rows and each loaded activation block across
-/// the weight rows; every output is computed with exactly the operations of
-/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
-/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
-/// variants need F16C too (for the f16 scales).
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

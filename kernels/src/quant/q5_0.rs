@@ -8,9 +8,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::q8_0::BlockQ8_0;
-use super::{
-    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot,
-};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError};
 
 /// Values per block (`QK5_0`).
 pub const QK5_0: usize = 32;
@@ -121,29 +119,16 @@ fn scalar_row(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
 /// `ggml_vec_dot_q5_0_q8_0_generic`, or the SIMD variant of this CPU (picked
 /// once, see [`simd`]).
 pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok((super::simd::best::<BlockQ5_0>().row)(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockQ5_0 {
-    const FORMAT: Format = Format::Q5_0;
-    const QK: usize = QK5_0;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q5_0(x, y)
-    }
-}
-
-impl Quantize for BlockQ5_0 {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q5_0(x, y)
-    }
-}
-
-impl VecDot<BlockQ8_0> for BlockQ5_0 {
-    fn vec_dot(w: &[Self], a: &[BlockQ8_0]) -> Result<f32, QuantError> {
-        vec_dot_q5_0_q8_0(w, a)
-    }
-}
+super::impl_block!(
+    BlockQ5_0,
+    Q5_0,
+    QK5_0,
+    dequantize_row_q5_0,
+    quantize_row_q5_0
+);
 
 super::simd::impl_simd_dot!(
     BlockQ5_0, BlockQ8_0, isum: i32,
@@ -164,14 +149,8 @@ super::simd::impl_simd_dot!(
 /// f32 part is kept in per-lane partial sums, so the row result differs
 /// from the scalar loop by rounding only.
 ///
-/// Tiles for the matmul: `row_x4` (one weight row, four activation
-/// rows), `rows4` (four weight rows, one activation row) and
-/// `tile2x4`. The AVX-512 variants share each unpacked weight
-/// block across the activation rows and each loaded activation block across
-/// the weight rows; every output is computed with exactly the operations of
-/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
-/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
-/// variants need F16C too (for the f16 scales).
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;

@@ -10,7 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::kquants::nearest_int;
-use super::{check_len, Block, Format, QuantError, Quantize, QK_K};
+use super::{check_len, Format, QuantError, QK_K};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -161,16 +161,4 @@ mod x86 {
     }
 }
 
-impl Block for BlockQ8K {
-    const FORMAT: Format = Format::Q8_K;
-    const QK: usize = QK_K;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q8_K(x, y)
-    }
-}
-
-impl Quantize for BlockQ8K {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q8_K(x, y)
-    }
-}
+super::impl_block!(BlockQ8K, Q8_K, QK_K, dequantize_row_q8_K, quantize_row_q8_K);

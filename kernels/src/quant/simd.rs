@@ -18,8 +18,8 @@
 use std::fmt::Debug;
 
 use super::{
-    Block, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, Format,
+    check_pair, Block, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
+    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, Format, QuantError, VecDot,
 };
 use crate::Isa;
 
@@ -169,6 +169,20 @@ pub fn dot_kernels<W: SimdDot>(isa: Isa) -> DotKernels<W> {
     }
     let _ = isa;
     scalar::<W>()
+}
+
+/// The dot product of a weight row with an activation row on this CPU's
+/// kernels, after checking that both hold the same number of values: what
+/// every format's `vec_dot_*` is.
+pub fn vec_dot<W: SimdDot>(x: &[W], y: &[W::Act]) -> Result<f32, QuantError> {
+    check_pair(x, y)?;
+    Ok((best::<W>().row)(x, y))
+}
+
+impl<W: SimdDot> VecDot<W::Act> for W {
+    fn vec_dot(w: &[Self], a: &[W::Act]) -> Result<f32, QuantError> {
+        vec_dot(w, a)
+    }
 }
 
 /// The kernels of `W` for this CPU ([`Isa::detect`], detected once).
