@@ -147,7 +147,7 @@ fn scalar_f16(x: &[u8], y: &[u8]) -> f32 {
 }
 
 /// The dot product of two f16 rows: ggml's `ggml_vec_dot_f16` (scalar
-/// path), or the SIMD variant of this CPU (picked once, see [`simd`]).
+/// path), or the SIMD variant of this CPU (see [`simd`]).
 pub fn vec_dot_f16_f16(x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
     check_dot(Format::F16, 2, x, y)?;
     Ok(simd::kernel_f16(crate::Isa::detect())(x, y))
@@ -166,7 +166,7 @@ fn scalar_bf16(x: &[u8], y: &[u8]) -> f32 {
 }
 
 /// The dot product of two bf16 rows: ggml's `ggml_vec_dot_bf16` (scalar
-/// path), or the SIMD variant of this CPU (picked once, see [`simd`]).
+/// path), or the SIMD variant of this CPU (see [`simd`]).
 pub fn vec_dot_bf16_bf16(x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
     check_dot(Format::BF16, 2, x, y)?;
     Ok(simd::kernel_bf16(crate::Isa::detect())(x, y))

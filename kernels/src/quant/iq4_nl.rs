@@ -216,7 +216,7 @@ fn scalar_row(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
 
 /// The dot product of an IQ4_NL weight row with a Q8_0 activation row:
 /// ggml's `ggml_vec_dot_iq4_nl_q8_0_generic`, or the SIMD variant of this
-/// CPU (picked once, see [`simd`]).
+/// CPU (picked once, see [`super::simd`]).
 pub fn vec_dot_iq4_nl_q8_0(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }

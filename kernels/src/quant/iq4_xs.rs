@@ -128,7 +128,7 @@ fn scalar_row(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
 
 /// The dot product of an IQ4_XS weight row with a Q8_K activation row:
 /// ggml's `ggml_vec_dot_iq4_xs_q8_K_generic`, or the SIMD variant of this
-/// CPU (picked once, see [`simd`]; bit-identical).
+/// CPU (picked once, see [`super::simd`]; bit-identical).
 pub fn vec_dot_iq4_xs_q8_K(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }

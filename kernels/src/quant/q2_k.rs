@@ -189,7 +189,7 @@ fn scalar_row(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
 
 /// The dot product of a Q2_K weight row with a Q8_K activation row: ggml's
 /// `ggml_vec_dot_q2_K_q8_K_generic`, or the SIMD variant of this CPU (picked
-/// once, see [`simd`]; bit-identical).
+/// once, see [`super::simd`]; bit-identical).
 pub fn vec_dot_q2_K_q8_K(x: &[BlockQ2K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }

@@ -194,8 +194,8 @@ fn scalar_row(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
 /// The dot product of a Q3_K weight row with a Q8_K activation row: ggml's
 /// `ggml_vec_dot_q3_K_q8_K_generic`.
 ///
-/// Dispatches to the best [`simd`] variant of this CPU (chosen once); the
-/// scalar reference is `simd::kernel(simd::Isa::Scalar)`.
+/// Dispatches to the best [`super::simd`] variant of this CPU; the
+/// scalar reference is `simd::dot_kernels(Isa::Scalar)`.
 pub fn vec_dot_q3_K_q8_K(x: &[BlockQ3K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }

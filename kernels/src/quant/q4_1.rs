@@ -106,7 +106,7 @@ fn scalar_row(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 
 /// The dot product of a Q4_1 weight row with a Q8_1 activation row: ggml's
 /// `ggml_vec_dot_q4_1_q8_1_generic`, or the SIMD variant of this CPU (picked
-/// once, see [`simd`]; bit-identical).
+/// once, see [`super::simd`]; bit-identical).
 pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }

@@ -214,7 +214,7 @@ fn scalar_row(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 
 /// The dot product of a Q4_K weight row with a Q8_K activation row: ggml's
 /// `ggml_vec_dot_q4_K_q8_K_generic`, or the SIMD variant of this CPU (picked
-/// once, see [`simd`]).
+/// once, see [`super::simd`]).
 pub fn vec_dot_q4_K_q8_K(x: &[BlockQ4K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }
@@ -224,8 +224,8 @@ super::impl_block!(BlockQ4K, Q4_K, QK_K, dequantize_row_q4_K, quantize_row_q4_K)
 super::simd::impl_simd_dot!(
     BlockQ4K, BlockQ8K, isum: (i32, i32),
     scalar: scalar_row, scalar_isums,
-    avx2: x86::avx2_row, x86::isums_avx2,
-    avx512: x86::avx512_tile, x86::isums_avx512_vnni,
+    avx2: x86::avx2_row::<BlockQ4K>, x86::isums_avx2::<BlockQ4K>,
+    avx512: x86::avx512_tile, x86::isums_avx512_vnni::<BlockQ4K>,
 );
 
 fn scalar_isums(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
@@ -250,15 +250,123 @@ pub(crate) use x86::unpacked_avx512;
 /// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
 /// AVX-512 variants need F16C too (for the f16 scales).
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{BlockQ4K, BlockQ8K};
     use crate::quant::x86_util::{f16c, hsum_f32_256, hsum_f32_512, hsum_i32_256, hsum_i32_512};
+    use crate::quant::BlockQ5K;
+
+    /// A block laid out as Q4_K: f16 `d` and `dmin`, 12 bytes of 6-bit
+    /// scales and mins, 128 bytes of nibbles, and for Q5_K the fifth bits
+    /// in `qh`. The two formats differ only there, so every kernel below
+    /// serves both; `QH` is a constant, so Q4_K's code has no trace of the
+    /// fifth bits.
+    pub(crate) trait Q4KLayout {
+        /// Whether the quants have a fifth bit in `qh` (Q5_K).
+        const QH: bool;
+        fn d(&self) -> [u8; 2];
+        fn dmin(&self) -> [u8; 2];
+        fn scales(&self) -> &[u8; 12];
+        fn qs(&self) -> &[u8; 128];
+        /// The fifth bits; read only when `QH`.
+        fn qh(&self) -> &[u8; 32];
+    }
+
+    impl Q4KLayout for BlockQ4K {
+        const QH: bool = false;
+        fn d(&self) -> [u8; 2] {
+            self.d
+        }
+        fn dmin(&self) -> [u8; 2] {
+            self.dmin
+        }
+        fn scales(&self) -> &[u8; 12] {
+            &self.scales
+        }
+        fn qs(&self) -> &[u8; 128] {
+            &self.qs
+        }
+        fn qh(&self) -> &[u8; 32] {
+            &[0; 32]
+        }
+    }
+
+    impl Q4KLayout for BlockQ5K {
+        const QH: bool = true;
+        fn d(&self) -> [u8; 2] {
+            self.d
+        }
+        fn dmin(&self) -> [u8; 2] {
+            self.dmin
+        }
+        fn scales(&self) -> &[u8; 12] {
+            &self.scales
+        }
+        fn qs(&self) -> &[u8; 128] {
+            &self.qs
+        }
+        fn qh(&self) -> &[u8; 32] {
+            &self.qh
+        }
+    }
+
+    /// The fifth bits of `qs[32k..32k+32]`'s low and high nibbles as
+    /// bytes 0 or 16, given `h` = the `qh` bytes shifted right by `2k`
+    /// (bits 0 and 1 of each byte; [`_mm256_srli_epi16`] by up to 6 never
+    /// moves a bit of the neighbouring byte into them).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn fifth_bits(h: __m256i) -> (__m256i, __m256i) {
+        let bit4 = _mm256_set1_epi8(0x10);
+        (
+            _mm256_and_si256(_mm256_slli_epi16::<4>(h), bit4),
+            _mm256_and_si256(_mm256_slli_epi16::<3>(h), bit4),
+        )
+    }
+
+    /// The quants of `qs[32k..32k+32]` as bytes: values `64k..64k+32`
+    /// (low nibbles) and `64k+32..64k+64` (high nibbles), each with its
+    /// fifth bit from `h` (the `qh` bytes shifted right by `2k`, advanced
+    /// here) when the format has one.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quants_avx2<B: Q4KLayout>(x: &B, k: usize, h: &mut __m256i) -> (__m256i, __m256i) {
+        let mask = _mm256_set1_epi8(0x0F);
+        // SAFETY: 32 bytes of `qs` from an offset inside the array; `loadu`
+        // needs no alignment.
+        let q4 = unsafe { _mm256_loadu_si256(x.qs().as_ptr().add(32 * k).cast()) };
+        let lo = _mm256_and_si256(q4, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
+        if !B::QH {
+            return (lo, hi);
+        }
+        let (h_lo, h_hi) = fifth_bits(*h);
+        *h = _mm256_srli_epi16::<2>(*h);
+        (_mm256_or_si256(lo, h_lo), _mm256_or_si256(hi, h_hi))
+    }
+
+    /// The `qh` bytes for [`quants_avx2`] (zero without fifth bits).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn high_bits<B: Q4KLayout>(x: &B) -> __m256i {
+        if B::QH {
+            // SAFETY: `qh` is 32 readable bytes; `loadu` needs no alignment.
+            unsafe { _mm256_loadu_si256(x.qh().as_ptr().cast()) }
+        } else {
+            _mm256_setzero_si256()
+        }
+    }
 
     /// `sum_j bsum_j * m_{j/2}`, and the 8 sub-block scales.
     #[inline(always)]
-    fn mins_and_scales(x: &BlockQ4K, y: &BlockQ8K) -> (i32, [u8; 8]) {
+    fn mins_and_scales<B: Q4KLayout>(x: &B, y: &BlockQ8K) -> (i32, [u8; 8]) {
         let (scales, mins) = scales_mins(x);
         let mut summ = 0i32;
         for j in 0..8 {
@@ -269,7 +377,7 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
-    pub(super) unsafe fn isums_avx2(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
+    pub(crate) unsafe fn isums_avx2<B: Q4KLayout>(x: &B, y: &BlockQ8K) -> (i32, i32) {
         let (summ, scales) = mins_and_scales(x, y);
         // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
         let lanes = unsafe { lanes_avx2(x, y, &scales) };
@@ -279,7 +387,7 @@ mod x86 {
 
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
-    pub(super) unsafe fn isums_avx512_vnni(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
+    pub(crate) unsafe fn isums_avx512_vnni<B: Q4KLayout>(x: &B, y: &BlockQ8K) -> (i32, i32) {
         let (summ, scales) = mins_and_scales(x, y);
         // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's contract).
         let lanes = unsafe {
@@ -290,27 +398,27 @@ mod x86 {
         (unsafe { hsum_i32_512(lanes) }, summ)
     }
 
-    /// Eight i32 lanes summing to `sum_j sc_j * sum_{i in j} q4_i * q8_i`.
+    /// Eight i32 lanes summing to `sum_j sc_j * sum_{i in j} q_i * q8_i`.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn lanes_avx2(x: &BlockQ4K, y: &BlockQ8K, scales: &[u8; 8]) -> __m256i {
-        let mask = _mm256_set1_epi8(0x0F);
+    unsafe fn lanes_avx2<B: Q4KLayout>(x: &B, y: &BlockQ8K, scales: &[u8; 8]) -> __m256i {
         let mut acc = _mm256_setzero_si256();
+        // SAFETY: AVX2 is enabled for this function.
+        let mut h = unsafe { high_bits(x) };
         for k in 0..4 {
-            // SAFETY: 32 bytes of `qs` and 2 x 32 bytes of `y.qs` from
-            // offsets inside the arrays; `loadu` needs no alignment.
-            let (q4, q8_lo, q8_hi) = unsafe {
+            // SAFETY: as above.
+            let (lo, hi) = unsafe { quants_avx2(x, k, &mut h) };
+            // SAFETY: 2 x 32 bytes of `y.qs` from offsets inside the array;
+            // `loadu` needs no alignment.
+            let (q8_lo, q8_hi) = unsafe {
                 (
-                    _mm256_loadu_si256(x.qs.as_ptr().add(32 * k).cast()),
                     _mm256_loadu_si256(y.qs.as_ptr().add(64 * k).cast()),
                     _mm256_loadu_si256(y.qs.as_ptr().add(64 * k + 32).cast()),
                 )
             };
-            let lo = _mm256_and_si256(q4, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
             let p_lo = _mm256_maddubs_epi16(lo, q8_lo);
             let p_hi = _mm256_maddubs_epi16(hi, q8_hi);
             let s_lo = _mm256_set1_epi16(scales[2 * k] as i16);
@@ -324,16 +432,16 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX2 and F16C.
     #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn avx2_row(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    pub(crate) unsafe fn avx2_row<B: Q4KLayout>(x: &[B], y: &[BlockQ8K]) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut summ = 0.0f32;
         for (bx, by) in x.iter().zip(y) {
             let (mins, scales) = mins_and_scales(bx, by);
-            let d = _mm256_set1_ps(f16c(bx.d) * by.d());
+            let d = _mm256_set1_ps(f16c(bx.d()) * by.d());
             // SAFETY: AVX2 is enabled for this function.
             let lanes = unsafe { lanes_avx2(bx, by, &scales) };
             acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
-            summ -= f16c(bx.dmin) * by.d() * mins as f32;
+            summ -= f16c(bx.dmin()) * by.d() * mins as f32;
         }
         hsum_f32_256(acc) + summ
     }
@@ -348,13 +456,13 @@ mod x86 {
     /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub(crate) unsafe fn unpacked_avx512(
-        x: &BlockQ4K,
+    pub(crate) unsafe fn unpacked_avx512<B: Q4KLayout>(
+        x: &B,
     ) -> ([__m512i; 4], [__m512i; 4], __m256i, f32, f32) {
         let (scales, mins) = scales_mins(x);
         // SAFETY: the features are enabled for this function.
         let (q, sc) = unsafe { unpack_avx512(x, &scales) };
-        (q, sc, mins_i16(&mins), f16c(x.d), f16c(x.dmin))
+        (q, sc, mins_i16(&mins), f16c(x.d()), f16c(x.dmin()))
     }
 
     /// The block's nibbles and sub-block scales for [`lanes_avx512`]:
@@ -366,16 +474,14 @@ mod x86 {
     /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn unpack_avx512(x: &BlockQ4K, scales: &[u8; 8]) -> ([__m512i; 4], [__m512i; 4]) {
-        let mask = _mm256_set1_epi8(0x0F);
+    unsafe fn unpack_avx512<B: Q4KLayout>(x: &B, scales: &[u8; 8]) -> ([__m512i; 4], [__m512i; 4]) {
         let mut q = [_mm512_setzero_si512(); 4];
         let mut sc = [_mm512_setzero_si512(); 4];
+        // SAFETY: the features are enabled for this function.
+        let mut h = unsafe { high_bits(x) };
         for k in 0..4 {
-            // SAFETY: 32 bytes of `qs` from an offset inside the array;
-            // `loadu` needs no alignment.
-            let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * k).cast()) };
-            let lo = _mm256_and_si256(q4, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
+            // SAFETY: as above.
+            let (lo, hi) = unsafe { quants_avx2(x, k, &mut h) };
             q[k] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
             sc[k] = _mm512_inserti64x4::<1>(
                 _mm512_castsi256_si512(_mm256_set1_epi16(scales[2 * k] as i16)),
@@ -385,9 +491,9 @@ mod x86 {
         (q, sc)
     }
 
-    /// Sixteen i32 lanes summing to `sum_j sc_j * sum_{i in j} q4_i * q8_i`:
-    /// per 64 values, `maddubs` (nibble x i8 pairs to i16, at most
-    /// 2 * 15 * 128, no saturation) then `vpdpwssd` multiplies the pairs
+    /// Sixteen i32 lanes summing to `sum_j sc_j * sum_{i in j} q_i * q8_i`:
+    /// per 64 values, `maddubs` (4- or 5-bit x i8 pairs to i16, at most
+    /// 2 * 31 * 128, no saturation) then `vpdpwssd` multiplies the pairs
     /// by the sub-block scale and adds them into the i32 lanes.
     ///
     /// # Safety
@@ -411,18 +517,13 @@ mod x86 {
     /// 4..8 those of mins 0..4, 8..12 the low nibbles of scales 4..8
     /// and mins 4..8, whose top 2 bits are the top bits of bytes 0..8.
     #[inline(always)]
-    fn scales_mins(x: &BlockQ4K) -> ([u8; 8], [u8; 8]) {
+    fn scales_mins<B: Q4KLayout>(x: &B) -> ([u8; 8], [u8; 8]) {
         const KMASK1: u32 = 0x3f3f_3f3f;
         const KMASK2: u32 = 0x0f0f_0f0f;
         const KMASK3: u32 = 0x0303_0303;
-        let word = |i: usize| {
-            u32::from_le_bytes([
-                x.scales[4 * i],
-                x.scales[4 * i + 1],
-                x.scales[4 * i + 2],
-                x.scales[4 * i + 3],
-            ])
-        };
+        let s = x.scales();
+        let word =
+            |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
         let (u0, u1, u2) = (word(0), word(1), word(2));
         let scales_lo = u0 & KMASK1;
         let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
@@ -464,8 +565,8 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
-        xs: [&[BlockQ4K]; M],
+    pub(crate) unsafe fn avx512_tile<B: Q4KLayout, const M: usize, const N: usize>(
+        xs: [&[B]; M],
         ys: [&[BlockQ8K]; N],
     ) -> [[f32; N]; M] {
         let nb = xs[0].len();
@@ -483,7 +584,7 @@ mod x86 {
                 // SAFETY: the features are enabled for this function.
                 (q[m], sc[m]) = unsafe { unpack_avx512(bx, &scales) };
                 mins16[m] = mins_i16(&mins);
-                (dx[m], dmx[m]) = (f16c(bx.d), f16c(bx.dmin));
+                (dx[m], dmx[m]) = (f16c(bx.d()), f16c(bx.dmin()));
             }
             for n in 0..N {
                 let by = &ys[n][i];

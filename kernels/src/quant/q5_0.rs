@@ -117,7 +117,7 @@ fn scalar_row(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
 
 /// The dot product of a Q5_0 weight row with a Q8_0 activation row: ggml's
 /// `ggml_vec_dot_q5_0_q8_0_generic`, or the SIMD variant of this CPU (picked
-/// once, see [`simd`]).
+/// once, see [`super::simd`]).
 pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }

@@ -170,7 +170,7 @@ fn scalar_row(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 
 /// The dot product of a Q6_K weight row with a Q8_K activation row: ggml's
 /// `ggml_vec_dot_q6_K_q8_K_generic`, or the SIMD variant of this CPU (picked
-/// once, see [`simd`]).
+/// once, see [`super::simd`]).
 pub fn vec_dot_q6_K_q8_K(x: &[BlockQ6K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }

@@ -84,7 +84,7 @@ pub(crate) fn block_isum(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
 
 /// The dot product of a Q8_0 weight row with a Q8_0 activation row: ggml's
 /// `ggml_vec_dot_q8_0_q8_0_generic` (per block `sumf += isum * (dx * dy)`),
-/// or the SIMD variant of this CPU (picked once, see [`simd`]).
+/// or the SIMD variant of this CPU (picked once, see [`super::simd`]).
 pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> Result<f32, QuantError> {
     super::simd::vec_dot(x, y)
 }

@@ -26,7 +26,7 @@ use crate::Isa;
 /// A weight format's integer dot-product kernels (see the module docs).
 ///
 /// Rows passed to any of these hold the same number of blocks; the public
-/// entry points check that first ([`super::check_pair`]).
+/// entry points check that first ([`vec_dot`]).
 pub trait SimdDot: Block + Sync {
     /// The activation block of the dot product (ggml's `vec_dot_type`).
     type Act: Block + Sync;
