@@ -342,27 +342,18 @@ fn format_count(n: u64) -> String {
 /// Which instruction sets the CPU kernels picked on this machine (each
 /// chosen once, at first use, from what the CPU reports).
 pub fn cpu_kernels() -> String {
-    use hearth_kernels::quant::*;
-    let dots = [
-        ("q4_0", format!("{:?}", q4_0::simd::best())),
-        ("q4_1", format!("{:?}", q4_1::simd::best())),
-        ("q5_0", format!("{:?}", q5_0::simd::best())),
-        ("q5_1", format!("{:?}", q5_1::simd::best())),
-        ("q8_0", format!("{:?}", q8_0::simd::best())),
-        ("q2_K", format!("{:?}", q2_k::simd::best())),
-        ("q3_K", format!("{:?}", q3_k::simd::best())),
-        ("q4_K", format!("{:?}", q4_k::simd::best())),
-        ("q5_K", format!("{:?}", q5_k::simd::best())),
-        ("q6_K", format!("{:?}", q6_k::simd::best())),
-        ("iq4_nl", format!("{:?}", iq4_nl::simd::best())),
-        ("iq4_xs", format!("{:?}", iq4_xs::simd::best())),
-        ("f16/bf16", format!("{:?}", float::simd::best())),
-    ];
-    let dots: Vec<String> = dots.iter().map(|(f, isa)| format!("{f} {isa}")).collect();
+    use hearth_kernels::quant::simd;
+    use hearth_kernels::Isa;
+    let isa = Isa::detect();
+    let mut dots: Vec<String> = simd::variants(isa)
+        .iter()
+        .map(|(f, v)| format!("{f} {v}"))
+        .collect();
+    dots.push(format!("f16/bf16 {}", isa.name()));
     format!(
         "dot products: {}\n  ops (norm, rope, softmax, attention): {}\n  rayon threads: {}",
         dots.join(", "),
-        hearth_kernels::ops::Isa::detect().name(),
+        isa.name(),
         rayon::current_num_threads()
     )
 }

@@ -13,7 +13,10 @@
 //! - [`ops`]: the rest of a transformer layer (norms, RoPE, softmax,
 //!   activations, attention).
 
+pub mod isa;
 pub mod matmul;
 pub mod ops;
 mod packed;
 pub mod quant;
+
+pub use isa::Isa;

@@ -17,11 +17,11 @@
 //! with no per-row checks or `Result`s. That path computes tiles:
 //!
 //! - one token (decode, a GEMV): four weight rows against the activation
-//!   row (`kernel_rows4`: the activation blocks, their sums and scales are
+//!   row (`rows4`: the activation blocks, their sums and scales are
 //!   loaded once per four rows), the rows of the next tile prefetched, as
 //!   the whole matrix streams from memory once per call;
 //! - many tokens (prefill): two weight rows against four activation rows
-//!   (`kernel2x4`: each weight block is unpacked once per four tokens, each
+//!   (`tile2x4`: each weight block is unpacked once per four tokens, each
 //!   activation block loaded once per two rows), over token blocks of about
 //!   L1 size; an odd last row takes `kernel4`, the last one to three tokens
 //!   the one-row kernel.
@@ -33,11 +33,8 @@
 
 use rayon::prelude::*;
 
-use crate::quant::{
-    blocks_from_bytes, iq4_nl, iq4_xs, kernels, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k,
-    q6_k, q8_0, Block, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1,
-    BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, Format, QuantError,
-};
+use crate::quant::simd::{self, SimdDot};
+use crate::quant::{blocks_from_bytes, kernels, Block, Format, QuantError};
 
 /// A weight matrix of `rows` rows of `cols` values, stored row after row in
 /// `format` (a GGUF tensor with `dims = [cols, rows]`).
@@ -233,79 +230,19 @@ pub fn matmul(
     Ok(())
 }
 
-/// One weight row against one activation row.
-type One<W, A> = fn(&[W], &[A]) -> f32;
-/// One weight row against four activation rows.
-type Four<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
-/// Four weight rows against one activation row.
-type Rows4<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
-/// Two weight rows against four activation rows.
-type Tile2x4<W, A> = fn([&[W]; 2], [&[A]; 4]) -> [[f32; 4]; 2];
-
-/// A weight block with SIMD kernels for one weight row against one or
-/// four activation rows, four weight rows against one, and a 2x4 tile (the
-/// dispatched variants of this CPU, all bit-identical per output).
-trait Tiled: Block + Sync {
-    /// The activation block of its dot product.
-    type Act: Block + Sync;
-    fn one() -> One<Self, Self::Act>;
-    fn four() -> Four<Self, Self::Act>;
-    fn rows4() -> Rows4<Self, Self::Act>;
-    fn tile2x4() -> Tile2x4<Self, Self::Act>;
-}
-
-macro_rules! tiled {
-    ($w:ty, $a:ty, $module:ident) => {
-        impl Tiled for $w {
-            type Act = $a;
-            fn one() -> One<Self, Self::Act> {
-                $module::simd::dispatch()
-            }
-            fn four() -> Four<Self, Self::Act> {
-                $module::simd::dispatch4()
-            }
-            fn rows4() -> Rows4<Self, Self::Act> {
-                $module::simd::dispatch_rows4()
-            }
-            fn tile2x4() -> Tile2x4<Self, Self::Act> {
-                $module::simd::dispatch2x4()
-            }
-        }
-    };
-}
-tiled!(BlockQ8_0, BlockQ8_0, q8_0);
-tiled!(BlockQ4_0, BlockQ8_0, q4_0);
-tiled!(BlockQ4_1, BlockQ8_1, q4_1);
-tiled!(BlockQ5_0, BlockQ8_0, q5_0);
-tiled!(BlockQ5_1, BlockQ8_1, q5_1);
-tiled!(BlockQ2K, BlockQ8K, q2_k);
-tiled!(BlockQ3K, BlockQ8K, q3_k);
-tiled!(BlockQ4K, BlockQ8K, q4_k);
-tiled!(BlockQ5K, BlockQ8K, q5_k);
-tiled!(BlockQ6K, BlockQ8K, q6_k);
-tiled!(BlockIQ4NL, BlockQ8_0, iq4_nl);
-tiled!(BlockIQ4XS, BlockQ8K, iq4_xs);
-
 /// [`run_tiled`] for one weight block type.
 type TiledFn =
     fn(&QMatrix<'_>, &[u8], usize, &mut [f32], &mut Vec<f32>, usize) -> Result<(), QuantError>;
 
 fn tiled_kernels(format: Format) -> Option<TiledFn> {
-    match format {
-        Format::Q8_0 => Some(run_tiled::<BlockQ8_0>),
-        Format::Q4_0 => Some(run_tiled::<BlockQ4_0>),
-        Format::Q4_1 => Some(run_tiled::<BlockQ4_1>),
-        Format::Q5_0 => Some(run_tiled::<BlockQ5_0>),
-        Format::Q5_1 => Some(run_tiled::<BlockQ5_1>),
-        Format::Q2_K => Some(run_tiled::<BlockQ2K>),
-        Format::Q3_K => Some(run_tiled::<BlockQ3K>),
-        Format::Q4_K => Some(run_tiled::<BlockQ4K>),
-        Format::Q5_K => Some(run_tiled::<BlockQ5K>),
-        Format::Q6_K => Some(run_tiled::<BlockQ6K>),
-        Format::IQ4_NL => Some(run_tiled::<BlockIQ4NL>),
-        Format::IQ4_XS => Some(run_tiled::<BlockIQ4XS>),
-        _ => None,
+    struct Tiled;
+    impl simd::FormatVisitor for Tiled {
+        type Out = TiledFn;
+        fn visit<W: SimdDot>(self) -> TiledFn {
+            run_tiled::<W>
+        }
     }
+    simd::visit(format, Tiled)
 }
 
 /// How far ahead of the rows being multiplied the one-token path asks for
@@ -337,7 +274,7 @@ const ACT_BLOCK_BYTES: usize = 32 * 1024;
 
 /// The typed matmul of [`matmul`] for weight blocks `W` and activations
 /// already quantized into `act`, with `chunk` weight rows per task.
-fn run_tiled<W: Tiled>(
+fn run_tiled<W: SimdDot>(
     w: &QMatrix<'_>,
     act: &[u8],
     n_tokens: usize,
@@ -345,8 +282,9 @@ fn run_tiled<W: Tiled>(
     tmp: &mut Vec<f32>,
     chunk: usize,
 ) -> Result<(), QuantError> {
-    type A<W> = <W as Tiled>::Act;
-    let (one, four) = (W::one(), W::four());
+    type A<W> = <W as SimdDot>::Act;
+    let k = simd::best::<W>();
+    let (one, four) = (k.row, k.row_x4);
     let rows = w.rows;
     let wb = blocks_from_bytes::<W>(w.data)?;
     let ab = blocks_from_bytes::<A<W>>(act)?;
@@ -359,7 +297,7 @@ fn run_tiled<W: Tiled>(
     let arow = |t: usize| &ab[t * nba..(t + 1) * nba];
 
     if n_tokens == 1 {
-        let rows4 = W::rows4();
+        let rows4 = k.rows4;
         out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
             let r0 = c * chunk;
             let mut i = 0;
@@ -377,7 +315,7 @@ fn run_tiled<W: Tiled>(
         return Ok(());
     }
 
-    let tile2x4 = W::tile2x4();
+    let tile2x4 = k.tile2x4;
     let transpose = |tmp: &[f32], out: &mut [f32]| {
         out.par_chunks_mut(rows).enumerate().for_each(|(t, o)| {
             for (r, o) in o.iter_mut().enumerate() {
@@ -392,7 +330,7 @@ fn run_tiled<W: Tiled>(
         // few for a 2x4 tile. As for one token, the matrix streams from
         // memory once, four rows at a time with the next ones prefetched,
         // and every token's dot products reuse those rows from L1.
-        let rows4 = W::rows4();
+        let rows4 = k.rows4;
         tmp.par_chunks_mut(chunk * n_tokens)
             .enumerate()
             .for_each(|(c, tmp)| {

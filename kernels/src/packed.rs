@@ -51,7 +51,7 @@ mod x86 {
     use rayon::prelude::*;
 
     use crate::matmul::QMatrix;
-    use crate::quant::x86_util::{halves_f16, has_avx512_vnni, hsum_f32_512, hsum_i32_256};
+    use crate::quant::x86_util::{halves_f16, hsum_f32_512, hsum_i32_256};
     use crate::quant::{
         blocks_from_bytes, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, Format, QuantError,
     };
@@ -439,9 +439,7 @@ mod x86 {
         gpack: &mut Vec<GPair>,
         chunk: usize,
     ) -> Option<Result<(), QuantError>> {
-        if !has_avx512_vnni() {
-            return None;
-        }
+        crate::Isa::detect().avx512_vnni()?;
         Some(match w.format() {
             Format::Q8_0 => gemv_go::<BlockQ8_0>(w, act, out, gpack, chunk),
             Format::Q5_0 => gemv_go::<BlockQ5_0>(w, act, out, gpack, chunk),
@@ -509,7 +507,7 @@ mod x86 {
         unsafe fn pack(x: &Self, out: &mut KBlock) {
             // SAFETY: the features are enabled for this function.
             unsafe {
-                let (q, sc, mins16, d, dmin) = crate::quant::q4_k::simd::unpacked_avx512(x);
+                let (q, sc, mins16, d, dmin) = crate::quant::q4_k::unpacked_avx512(x);
                 store_k(out, q, sc, mins16);
                 (out.d, out.dmin) = (d, dmin);
             }
@@ -523,7 +521,7 @@ mod x86 {
         unsafe fn pack(x: &Self, out: &mut KBlock) {
             // SAFETY: the features are enabled for this function.
             unsafe {
-                let (q, sc, sc16, d) = crate::quant::q6_k::simd::unpacked_avx512(x);
+                let (q, sc, sc16, d) = crate::quant::q6_k::unpacked_avx512(x);
                 store_k(out, q, sc, sc16);
                 (out.d, out.dmin) = (d, 0.0);
             }
@@ -741,9 +739,7 @@ mod x86 {
         apack: &mut Vec<APairBuf>,
         chunk: usize,
     ) -> Option<Result<(), QuantError>> {
-        if !has_avx512_vnni() {
-            return None;
-        }
+        crate::Isa::detect().avx512_vnni()?;
         Some(match w.format() {
             Format::Q8_0 => go::<BlockQ8_0>(w, act, n_tokens, out, apack, chunk),
             Format::Q5_0 => go::<BlockQ5_0>(w, act, n_tokens, out, apack, chunk),

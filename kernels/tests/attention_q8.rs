@@ -8,15 +8,7 @@ use hearth_kernels::ops::attention::{
 use hearth_kernels::quant::q8_0::{dequantize_row_q8_0, quantize_row_q8_0};
 use hearth_kernels::quant::BlockQ8_0;
 
-struct Rng(u64);
-impl Rng {
-    fn f(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+use hearth_testkit::Rng;
 
 fn naive(
     p: &AttentionParams,
@@ -79,9 +71,15 @@ fn q8_0_cache_matches_the_dequantized_reference() {
         p.window = window;
         let n_kv = 300;
         let n_tok = 5;
-        let q: Vec<f32> = (0..n_tok * n_head * hd).map(|_| rng.f()).collect();
-        let kf: Vec<f32> = (0..n_kv * n_head_kv * hd).map(|_| rng.f()).collect();
-        let vf: Vec<f32> = (0..n_kv * n_head_kv * hd).map(|_| rng.f()).collect();
+        let q: Vec<f32> = (0..n_tok * n_head * hd)
+            .map(|_| rng.uniform(-1.0, 1.0))
+            .collect();
+        let kf: Vec<f32> = (0..n_kv * n_head_kv * hd)
+            .map(|_| rng.uniform(-1.0, 1.0))
+            .collect();
+        let vf: Vec<f32> = (0..n_kv * n_head_kv * hd)
+            .map(|_| rng.uniform(-1.0, 1.0))
+            .collect();
         let (kq, kd) = quantize(&kf);
         let (vq, vd) = quantize(&vf);
         let kv_pos: Vec<i32> = (0..n_kv as i32).collect();

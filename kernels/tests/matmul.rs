@@ -9,21 +9,14 @@
 use hearth_kernels::matmul::{matmul, MatmulScratch, QMatrix};
 use hearth_kernels::quant::{kernels, vec_dot_for, Format};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Roughly Gaussian (sum of uniforms). Measured here: NMSE at most
-    /// 8e-5 over all formats and batch sizes. (With 1% of activations
-    /// 8x larger, as real outliers are, one Q8_K scale per 256 values lets
-    /// Q2_K reach 5.4e-4: the cost ggml's 8-bit activations pay too.)
-    fn normal(&mut self) -> f32 {
-        (0..4).map(|_| self.next()).sum::<f32>() - 2.0
-    }
+use hearth_testkit::{nmse, Rng};
+
+/// Roughly Gaussian (sum of uniforms). Measured here: NMSE at most
+/// 8e-5 over all formats and batch sizes. (With 1% of activations
+/// 8x larger, as real outliers are, one Q8_K scale per 256 values lets
+/// Q2_K reach 5.4e-4: the cost ggml's 8-bit activations pay too.)
+fn normal(rng: &mut Rng) -> f32 {
+    rng.normal(1.0 / 3f32.sqrt())
 }
 
 const WEIGHT_FORMATS: &[Format] = &[
@@ -44,16 +37,6 @@ const WEIGHT_FORMATS: &[Format] = &[
     Format::IQ4_XS,
 ];
 
-fn nmse(got: &[f32], want: &[f64]) -> f64 {
-    let err: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|w| w * w).sum();
-    err / norm
-}
-
 #[test]
 fn matmul_matches_f64_reference_for_every_format_and_batch() {
     let (rows, cols) = (37, 512);
@@ -61,7 +44,7 @@ fn matmul_matches_f64_reference_for_every_format_and_batch() {
     let mut scratch = MatmulScratch::default();
     for &format in WEIGHT_FORMATS {
         let k = kernels(format);
-        let wf: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+        let wf: Vec<f32> = (0..rows * cols).map(|_| normal(&mut rng)).collect();
         let row_bytes = format.row_size(cols).unwrap();
         let mut wq = vec![0u8; rows * row_bytes];
         let quantize = k.quantizer().unwrap();
@@ -75,7 +58,7 @@ fn matmul_matches_f64_reference_for_every_format_and_batch() {
         }
         let w = QMatrix::new(format, rows, cols, &wq).unwrap();
         for n_tokens in [1, 2, 3, 5, 7, 8, 9, 64, 513] {
-            let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
+            let x: Vec<f32> = (0..n_tokens * cols).map(|_| normal(&mut rng)).collect();
             let want: Vec<f64> = (0..n_tokens)
                 .flat_map(|t| {
                     let (x, wd) = (&x, &wd);
@@ -124,7 +107,7 @@ fn random_matrix(rng: &mut Rng, format: Format, rows: usize, cols: usize) -> Vec
     let row_bytes = format.row_size(cols).unwrap();
     let mut wq = vec![0u8; rows * row_bytes];
     for dst in wq.chunks_mut(row_bytes) {
-        let src: Vec<f32> = (0..cols).map(|_| rng.normal()).collect();
+        let src: Vec<f32> = (0..cols).map(|_| normal(rng)).collect();
         quantize(&src, dst).unwrap();
     }
     wq
@@ -149,7 +132,7 @@ fn many_tokens_equal_one_vec_dot_per_output_bit_for_bit() {
         let quantize = kernels(act_format).quantizer().unwrap();
         let act_row = act_format.row_size(cols).unwrap();
         for n_tokens in [1, 2, 3, 5, 7, 9, 64, 513] {
-            let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
+            let x: Vec<f32> = (0..n_tokens * cols).map(|_| normal(&mut rng)).collect();
             let mut out = vec![f32::NAN; n_tokens * rows];
             matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
             let mut act = vec![0u8; act_row];
@@ -185,7 +168,7 @@ fn matmul_handles_awkward_row_counts() {
             let wq = random_matrix(&mut rng, format, rows, cols);
             let w = QMatrix::new(format, rows, cols, &wq).unwrap();
             for n_tokens in [1, 4, 6, 9, 13] {
-                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
+                let x: Vec<f32> = (0..n_tokens * cols).map(|_| normal(&mut rng)).collect();
                 let mut out = vec![f32::NAN; n_tokens * rows];
                 matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
                 let mut act = vec![0u8; act_row];
@@ -218,7 +201,7 @@ fn odd_block_counts_match_one_vec_dot_bit_for_bit() {
             let wq = random_matrix(&mut rng, format, rows, cols);
             let w = QMatrix::new(format, rows, cols, &wq).unwrap();
             for n_tokens in [8, 11, 33] {
-                let x: Vec<f32> = (0..n_tokens * cols).map(|_| rng.normal()).collect();
+                let x: Vec<f32> = (0..n_tokens * cols).map(|_| normal(&mut rng)).collect();
                 let mut out = vec![f32::NAN; n_tokens * rows];
                 matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
                 let mut act = vec![0u8; act_row];

@@ -6,6 +6,7 @@ use hearth_kernels::ops::act::{
     silu_inplace_with, silu_mul_inplace_with, silu_scalar, GELU_COEF_A, SQRT_2_OVER_PI,
 };
 use hearth_kernels::ops::Isa;
+use hearth_testkit::{as_f64, nmse, Rng};
 use proptest::prelude::*;
 
 /// Largest accepted `sum((a - b)^2) / sum(b^2)`. One exp (about 2 ulp), a
@@ -15,48 +16,6 @@ const NMSE_MAX: f64 = 1e-6;
 
 /// Lengths that are not multiples of the 8-lane vector, and some that are.
 const LENS: &[usize] = &[1, 2, 7, 8, 9, 15, 16, 33, 64, 257, 1000, 4099];
-
-/// SplitMix64: a small seeded generator, so failures replay exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
-
-fn nmse(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&a, &b)| (f64::from(a) - b).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|b| b * b).sum();
-    if den == 0.0 {
-        num
-    } else {
-        num / den
-    }
-}
-
-fn as_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| f64::from(x)).collect()
-}
 
 fn silu64(x: f32) -> f64 {
     let x = f64::from(x);

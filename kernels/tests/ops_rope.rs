@@ -3,54 +3,13 @@
 
 use hearth_kernels::ops::rope::{Rope, RopeOrdering, MAX_N_ROT};
 use hearth_kernels::ops::Isa;
+use hearth_testkit::{as_f64, nmse, Rng};
 use proptest::prelude::*;
 
 /// Largest accepted `sum((a - b)^2) / sum(b^2)`. cos/sin are rounded once
 /// from f64 and each output takes two products, so the real error is near
 /// 1e-14.
 const NMSE_MAX: f64 = 1e-6;
-
-/// SplitMix64: a small seeded generator, so failures replay exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * u
-    }
-
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
-
-fn nmse(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&a, &b)| (f64::from(a) - b).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|b| b * b).sum();
-    if den == 0.0 {
-        num
-    } else {
-        num / den
-    }
-}
-
-fn as_f64(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| f64::from(x)).collect()
-}
 
 /// The definition, straight: pair `i` of a head at position `p` is rotated by
 /// `p * freq_scale * base^(-2i/n_rot)`; Normal pairs `(2i, 2i+1)`, NeoX pairs

@@ -8,7 +8,18 @@
 //! that gguf-py implements (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16) must
 //! produce identical bytes.
 
-use hearth_kernels::quant::{self, kernels, Format};
+use hearth_kernels::quant::simd::{dot_kernels, SimdDot};
+use hearth_kernels::quant::{
+    self, blocks_from_bytes, kernels, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0,
+    Format,
+};
+use hearth_kernels::Isa;
+
+/// The scalar reference row of `W` (ggml's `_generic` kernel) on raw bytes.
+fn scalar_dot<W: SimdDot>(w: &[u8], a: &[u8]) -> f32 {
+    let k = dot_kernels::<W>(Isa::Scalar);
+    (k.row)(blocks_from_bytes(w).unwrap(), blocks_from_bytes(a).unwrap())
+}
 
 /// A fixture file from kernels/tests/fixtures/quant, compiled in so the test
 /// needs no working directory and no Python.
@@ -288,7 +299,6 @@ fn quantize_matches_ggml_c_reference_byte_for_byte() {
 /// quant_simd.rs.
 #[test]
 fn vec_dot_matches_ggml_generic_bit_for_bit() {
-    use hearth_kernels::quant::{blocks_from_bytes, q3_k, q4_k, q5_0, q5_k, q6_k, q8_0};
     // (weights, activations, weight blocks, activation blocks, ggml's result)
     type Case = (Format, Format, &'static [u8], &'static [u8], &'static [u8]);
     let cases: [Case; 12] = [
@@ -380,30 +390,12 @@ fn vec_dot_matches_ggml_generic_bit_for_bit() {
     for (wf, af, w, a, expect) in cases {
         let want = f32s(expect)[0];
         let got = match wf {
-            Format::Q8_0 => q8_0::simd::kernel(q8_0::simd::Isa::Scalar).unwrap()(
-                blocks_from_bytes(w).unwrap(),
-                blocks_from_bytes(a).unwrap(),
-            ),
-            Format::Q4_K => q4_k::simd::kernel(q4_k::simd::Isa::Scalar).unwrap()(
-                blocks_from_bytes(w).unwrap(),
-                blocks_from_bytes(a).unwrap(),
-            ),
-            Format::Q5_K => q5_k::simd::kernel(q5_k::simd::Isa::Scalar).unwrap()(
-                blocks_from_bytes(w).unwrap(),
-                blocks_from_bytes(a).unwrap(),
-            ),
-            Format::Q3_K => q3_k::simd::kernel(q3_k::simd::Isa::Scalar).unwrap()(
-                blocks_from_bytes(w).unwrap(),
-                blocks_from_bytes(a).unwrap(),
-            ),
-            Format::Q5_0 => q5_0::simd::kernel(q5_0::simd::Isa::Scalar).unwrap()(
-                blocks_from_bytes(w).unwrap(),
-                blocks_from_bytes(a).unwrap(),
-            ),
-            Format::Q6_K => q6_k::simd::kernel(q6_k::simd::Isa::Scalar).unwrap()(
-                blocks_from_bytes(w).unwrap(),
-                blocks_from_bytes(a).unwrap(),
-            ),
+            Format::Q8_0 => scalar_dot::<BlockQ8_0>(w, a),
+            Format::Q4_K => scalar_dot::<BlockQ4K>(w, a),
+            Format::Q5_K => scalar_dot::<BlockQ5K>(w, a),
+            Format::Q3_K => scalar_dot::<BlockQ3K>(w, a),
+            Format::Q5_0 => scalar_dot::<BlockQ5_0>(w, a),
+            Format::Q6_K => scalar_dot::<BlockQ6K>(w, a),
             _ => quant::vec_dot_for(wf, af).unwrap()(w, a).unwrap(),
         };
         assert_eq!(

@@ -4,31 +4,10 @@
 
 use hearth_kernels::quant::{kernels, vec_dot_for, Format, QuantError};
 
-/// A small deterministic generator (SplitMix64), so the tests need no crate
-/// and every failure reproduces.
-struct Rng(u64);
+use hearth_testkit::Rng;
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box-Muller).
-    fn normal(&mut self) -> f32 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-    fn normals(&mut self, n: usize, sigma: f32) -> Vec<f32> {
-        (0..n).map(|_| self.normal() * sigma).collect()
-    }
+fn normals(rng: &mut Rng, n: usize, sigma: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.gaussian() * sigma).collect()
 }
 
 fn quantize(format: Format, x: &[f32]) -> Vec<u8> {
@@ -94,7 +73,7 @@ fn quantize_dequantize_error_is_bounded() {
         // Scale-invariance: the same bound holds for tiny and large values.
         for sigma in [1e-3f32, 1.0, 300.0] {
             let n = 16 * 256;
-            let x = rng.normals(n, sigma);
+            let x = normals(&mut rng, n, sigma);
             let y = dequantize(format, &quantize(format, &x), n);
             let e = normalized_rmse(&x, &y);
             assert!(
@@ -115,10 +94,10 @@ fn quantize_handles_zero_constant_and_outlier_blocks() {
         let qk = format.block_size().max(32);
         let mut x = vec![0.0f32; 4 * qk];
         for v in &mut x[qk..2 * qk] {
-            *v = rng.normal().abs() + 0.1;
+            *v = rng.gaussian().abs() + 0.1;
         }
         for v in &mut x[2 * qk..3 * qk] {
-            *v = rng.normal() * 0.01;
+            *v = rng.gaussian() * 0.01;
         }
         x[2 * qk + 5] = 40.0;
         x[3 * qk..].fill(-0.75);
@@ -211,8 +190,8 @@ fn vec_dot_matches_f64_reference_on_dequantized_rows() {
         let qk = wf.block_size().max(af.block_size()).max(32);
         for n_blocks in [1, 2, 3, 7, 16] {
             let n = n_blocks * qk;
-            let x = rng.normals(n, 0.5);
-            let act = rng.normals(n, 2.0);
+            let x = normals(&mut rng, n, 0.5);
+            let act = normals(&mut rng, n, 2.0);
             let wq = quantize(wf, &x);
             let aq = quantize(af, &act);
             let got = vec_dot_for(wf, af).unwrap()(&wq, &aq).unwrap();
@@ -338,7 +317,7 @@ fn quantize_never_panics_on_non_finite_or_extreme_input() {
         for &s in &specials {
             // The special value alone, and mixed into ordinary data.
             let alone = vec![s; qk];
-            let mut mixed = rng.normals(qk, 1.0);
+            let mut mixed = normals(&mut rng, qk, 1.0);
             mixed[qk / 3] = s;
             for x in [alone, mixed] {
                 let q = quantize(format, &x);

@@ -43,6 +43,19 @@ impl Rng {
         ((0..4).map(|_| self.unit()).sum::<f32>() - 2.0) * std * 3f32.sqrt()
     }
 
+    /// Uniform in `[0, 1)`, 53 bits.
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal value (Box-Muller, with tails), for tests whose
+    /// bounds are stated for Gaussian data.
+    pub fn gaussian(&mut self) -> f32 {
+        let u1 = self.unit_f64().max(1e-300);
+        let u2 = self.unit_f64();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+
     /// `n` values uniform in `[lo, hi)`.
     pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| self.uniform(lo, hi)).collect()

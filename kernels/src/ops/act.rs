@@ -212,7 +212,6 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: Rust 1.89 (see `ops::x86`)
 mod avx512 {
     use super::{gelu_scalar, silu_scalar, Unary, GELU_COEF_A, SQRT_2_OVER_PI};
     use crate::ops::x86::v512::{exp, load, store};

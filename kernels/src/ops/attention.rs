@@ -910,7 +910,6 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: Rust 1.89 (see `ops::x86`)
 mod avx512 {
     use super::{AttentionParams, KvCache, KvElem, TILE};
     use crate::ops::x86::v512::{exp, load, load_f16, store};

@@ -185,7 +185,6 @@ mod avx2 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: Rust 1.89 (see `ops::x86`)
 mod avx512 {
     use crate::ops::x86::v512::{add_widened, exp, load, store};
     use std::arch::x86_64::*;

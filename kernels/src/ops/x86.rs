@@ -5,59 +5,11 @@
 //! anywhere else. The only way into them from ordinary code is through an
 //! [`Avx2`] or [`Avx512`] token, which exists only once detection succeeded.
 //!
-//! AVX-512 intrinsics are stable since Rust 1.89, newer than the workspace's
-//! declared MSRV (1.85); the 512-bit code allows `clippy::incompatible_msrv`
-//! as the quant kernels do. (Safe `#[target_feature]` functions need 1.86 and
-//! safe calls of value intrinsics inside them 1.87, so the ops need 1.89
-//! either way: the MSRV should move.)
+//! AVX-512 intrinsics are stable since Rust 1.89, the workspace's MSRV.
 
 use std::arch::x86_64::*;
 
-/// Proof that this CPU has AVX2, FMA and F16C. Build it with [`Avx2::new`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Avx2 {
-    _private: (),
-}
-
-impl Avx2 {
-    /// `Some` when the running CPU supports AVX2, FMA and F16C.
-    ///
-    /// `is_x86_feature_detected!` caches its answer; [`super::Isa::detect`]
-    /// caches the resulting choice on top.
-    pub fn new() -> Option<Self> {
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
-            Some(Avx2 { _private: () })
-        } else {
-            None
-        }
-    }
-}
-
-/// Proof that this CPU has AVX-512 F, BW and VL, and AVX2, FMA and F16C
-/// (which every AVX-512 CPU has). Build it with [`Avx512::new`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Avx512 {
-    _private: (),
-}
-
-impl Avx512 {
-    /// `Some` when the running CPU supports AVX-512 F/BW/VL and [`Avx2`]'s
-    /// set.
-    pub fn new() -> Option<Self> {
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && Avx2::new().is_some()
-        {
-            Some(Avx512 { _private: () })
-        } else {
-            None
-        }
-    }
-}
+pub use crate::isa::{Avx2, Avx512};
 
 /// Sum of the 8 lanes.
 #[target_feature(enable = "avx2,fma")]
@@ -196,7 +148,6 @@ pub(crate) fn load_f16(s: &[half::f16]) -> __m256 {
 }
 
 /// 512-bit twins of the helpers above.
-#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics: Rust 1.89 (see the module docs)
 pub(crate) mod v512 {
     use super::{EXP_HI, EXP_LO};
     use std::arch::x86_64::*;

@@ -147,10 +147,10 @@ fn scalar_f16(x: &[u8], y: &[u8]) -> f32 {
 }
 
 /// The dot product of two f16 rows: ggml's `ggml_vec_dot_f16` (scalar
-/// path), or the SIMD variant of this CPU (picked once, see [`simd`]).
+/// path), or the SIMD variant of this CPU (see [`simd`]).
 pub fn vec_dot_f16_f16(x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
     check_dot(Format::F16, 2, x, y)?;
-    Ok(simd::dispatch_f16()(x, y))
+    Ok(simd::kernel_f16(crate::Isa::detect())(x, y))
 }
 
 /// ggml's `ggml_vec_dot_bf16` (scalar path) over checked rows; bf16
@@ -166,10 +166,10 @@ fn scalar_bf16(x: &[u8], y: &[u8]) -> f32 {
 }
 
 /// The dot product of two bf16 rows: ggml's `ggml_vec_dot_bf16` (scalar
-/// path), or the SIMD variant of this CPU (picked once, see [`simd`]).
+/// path), or the SIMD variant of this CPU (see [`simd`]).
 pub fn vec_dot_bf16_bf16(x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
     check_dot(Format::BF16, 2, x, y)?;
-    Ok(simd::dispatch_bf16()(x, y))
+    Ok(simd::kernel_bf16(crate::Isa::detect())(x, y))
 }
 
 pub(super) static KERNELS_F32: Kernels = Kernels {
@@ -196,8 +196,8 @@ pub(super) static KERNELS_BF16: Kernels = Kernels {
     vec_dot_type: Format::BF16,
 };
 
-/// SIMD variants of `vec_dot_f16_f16` and `vec_dot_bf16_bf16`, picked at
-/// run time once.
+/// SIMD variants of `vec_dot_f16_f16` and `vec_dot_bf16_bf16`, chosen from
+/// the crate's one [`Isa`](crate::Isa).
 ///
 /// Both widen the halves to f32 (F16C's `vcvtph2ps`, or a 16-bit shift for
 /// bf16: exact) and multiply-add them into four f32 accumulators (the
@@ -208,70 +208,32 @@ pub(super) static KERNELS_BF16: Kernels = Kernels {
 /// whatever the length. A tail shorter than one vector is summed as the
 /// scalar code does.
 pub mod simd {
-    use std::sync::OnceLock;
+    use crate::Isa;
 
     /// A dot product over two rows of little-endian halves already checked
     /// to hold the same whole number of values.
     pub type Kernel = fn(&[u8], &[u8]) -> f32;
 
-    /// The ISAs this module has a variant for, best last.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Isa {
-        Scalar,
-        /// AVX2, FMA and F16C.
-        Avx2,
-        /// AVX-512 F (with F16C for the f16 conversions).
-        Avx512,
-    }
-
-    /// The ISAs usable on this CPU, scalar first.
-    pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-            .into_iter()
-            .filter(|&isa| kernel_f16(isa).is_some())
-            .collect()
-    }
-
-    /// The f16 kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel_f16(isa: Isa) -> Option<Kernel> {
+    /// The f16 kernel for `isa` (from the crate's one [`Isa`] choice).
+    pub fn kernel_f16(isa: Isa) -> Kernel {
         match isa {
-            Isa::Scalar => Some(super::scalar_f16 as Kernel),
+            Isa::Scalar => super::scalar_f16,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::f16_avx2 as Kernel),
+            Isa::Avx2(_) => x86::f16_avx2,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => x86::Avx512::new().map(|_| x86::f16_avx512 as Kernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+            Isa::Avx512(_) => x86::f16_avx512,
         }
     }
 
-    /// The bf16 kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel_bf16(isa: Isa) -> Option<Kernel> {
+    /// The bf16 kernel for `isa`.
+    pub fn kernel_bf16(isa: Isa) -> Kernel {
         match isa {
-            Isa::Scalar => Some(super::scalar_bf16 as Kernel),
+            Isa::Scalar => super::scalar_bf16,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::bf16_avx2 as Kernel),
+            Isa::Avx2(_) => x86::bf16_avx2,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => x86::Avx512::new().map(|_| x86::bf16_avx512 as Kernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+            Isa::Avx512(_) => x86::bf16_avx512,
         }
-    }
-
-    /// The best ISA of this CPU, chosen on first use and cached.
-    pub fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
-    }
-
-    pub(crate) fn dispatch_f16() -> Kernel {
-        static KERNEL: OnceLock<Kernel> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel_f16(best()).unwrap_or(super::scalar_f16))
-    }
-
-    pub(crate) fn dispatch_bf16() -> Kernel {
-        static KERNEL: OnceLock<Kernel> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel_bf16(best()).unwrap_or(super::scalar_bf16))
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -285,58 +247,28 @@ pub mod simd {
         const CHUNK_AVX2: usize = 4 * 8 * 8;
         const CHUNK_AVX512: usize = 4 * 16 * 8;
 
-        /// Proof that AVX2, FMA and F16C are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx2(());
-        impl Avx2 {
-            pub fn new() -> Option<Self> {
-                (is_x86_feature_detected!("avx2")
-                    && is_x86_feature_detected!("fma")
-                    && is_x86_feature_detected!("f16c"))
-                .then_some(Avx2(()))
-            }
+        /// Handed out only by `kernel_*` for an ISA whose token proves AVX2, FMA and F16C.
+        pub(super) fn f16_avx2(x: &[u8], y: &[u8]) -> f32 {
+            // SAFETY: see above.
+            unsafe { row_avx2::<false>(x, y) }
         }
 
-        /// Proof that AVX-512 F and F16C are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx512(());
-        impl Avx512 {
-            pub fn new() -> Option<Self> {
-                (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c"))
-                    .then_some(Avx512(()))
-            }
+        /// Handed out only by `kernel_*` for an ISA whose token proves AVX2, FMA and F16C.
+        pub(super) fn bf16_avx2(x: &[u8], y: &[u8]) -> f32 {
+            // SAFETY: see above.
+            unsafe { row_avx2::<true>(x, y) }
         }
 
-        pub fn f16_avx2(x: &[u8], y: &[u8]) -> f32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2, FMA and F16C (just detected).
-                Some(_) => unsafe { row_avx2::<false>(x, y) },
-                None => super::super::scalar_f16(x, y),
-            }
+        /// Handed out only by `kernel_*` for an ISA whose token proves AVX-512 F and F16C.
+        pub(super) fn f16_avx512(x: &[u8], y: &[u8]) -> f32 {
+            // SAFETY: see above.
+            unsafe { row_avx512::<false>(x, y) }
         }
 
-        pub fn bf16_avx2(x: &[u8], y: &[u8]) -> f32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2, FMA and F16C (just detected).
-                Some(_) => unsafe { row_avx2::<true>(x, y) },
-                None => super::super::scalar_bf16(x, y),
-            }
-        }
-
-        pub fn f16_avx512(x: &[u8], y: &[u8]) -> f32 {
-            match Avx512::new() {
-                // SAFETY: the CPU supports AVX-512 F and F16C (just detected).
-                Some(_) => unsafe { row_avx512::<false>(x, y) },
-                None => super::super::scalar_f16(x, y),
-            }
-        }
-
-        pub fn bf16_avx512(x: &[u8], y: &[u8]) -> f32 {
-            match Avx512::new() {
-                // SAFETY: the CPU supports AVX-512 F and F16C (just detected).
-                Some(_) => unsafe { row_avx512::<true>(x, y) },
-                None => super::super::scalar_bf16(x, y),
-            }
+        /// Handed out only by `kernel_*` for an ISA whose token proves AVX-512 F and F16C.
+        pub(super) fn bf16_avx512(x: &[u8], y: &[u8]) -> f32 {
+            // SAFETY: see above.
+            unsafe { row_avx512::<true>(x, y) }
         }
 
         /// The tail of a row (fewer values than a vector), as the scalar code.

@@ -8,9 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::kquants::{nearest_int, GROUP_MAX_EPS};
 use super::q8_0::BlockQ8_0;
-use super::{
-    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot,
-};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError};
 
 /// Values per block (`QK4_NL`).
 pub const QK4_NL: usize = 32;
@@ -218,33 +216,27 @@ fn scalar_row(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
 
 /// The dot product of an IQ4_NL weight row with a Q8_0 activation row:
 /// ggml's `ggml_vec_dot_iq4_nl_q8_0_generic`, or the SIMD variant of this
-/// CPU (picked once, see [`simd`]).
+/// CPU (picked once, see [`super::simd`]).
 pub fn vec_dot_iq4_nl_q8_0(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok(simd::dispatch()(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockIQ4NL {
-    const FORMAT: Format = Format::IQ4_NL;
-    const QK: usize = QK4_NL;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_iq4_nl(x, y)
-    }
-}
+super::impl_block!(
+    BlockIQ4NL,
+    IQ4_NL,
+    QK4_NL,
+    dequantize_row_iq4_nl,
+    quantize_row_iq4_nl
+);
 
-impl Quantize for BlockIQ4NL {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_iq4_nl(x, y)
-    }
-}
+super::simd::impl_simd_dot!(
+    BlockIQ4NL, BlockQ8_0, isum: i32,
+    scalar: scalar_row, block_isum,
+    avx2: x86::avx2_row, x86::isum_avx2,
+    avx512: x86::avx512_tile, x86::isum_avx512_vnni,
+);
 
-impl VecDot<BlockQ8_0> for BlockIQ4NL {
-    fn vec_dot(w: &[Self], a: &[BlockQ8_0]) -> Result<f32, QuantError> {
-        vec_dot_iq4_nl_q8_0(w, a)
-    }
-}
-
-/// SIMD variants of `vec_dot_iq4_nl_q8_0`, picked at run time once.
+/// SIMD variants of `vec_dot_iq4_nl_q8_0`, chosen by [`super::simd`].
 ///
 /// Both unpack the 4-bit indices of a block in value order (low nibbles,
 /// then high nibbles) and look the levels up with `pshufb`. The AVX2
@@ -253,428 +245,206 @@ impl VecDot<BlockQ8_0> for BlockIQ4NL {
 /// (1..=241, unsigned), takes two blocks per `vpdpbusd` and subtracts
 /// `128 * sum q8` (a second `vpdpbusd` against ones).
 /// Both are exact for every i8 activation, -128 included. The lanes of one
-/// block sum to the scalar integer dot product ([`simd::isum_kernel`]),
+/// block sum to the scalar integer dot product (the `isum` kernel),
 /// which is reduced per block; the f32 part then runs the scalar code's
 /// operations in its order, so every variant is bit-identical to the scalar
 /// reference (ggml's generic kernel, which `tests/quant_fixtures.rs` checks
 /// through the kernel table).
 ///
-/// Tiles for the matmul: [`simd::kernel4`] (one weight row, four activation
-/// rows), [`simd::kernel_rows4`] (four weight rows, one activation row) and
-/// [`simd::kernel2x4`]. The AVX-512 variants share each unpacked weight
-/// block across the activation rows and each loaded activation block across
-/// the weight rows; every output is computed with exactly the operations of
-/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
-/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
-/// variants need F16C too (for the f16 scales).
-pub mod simd {
-    use std::sync::OnceLock;
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
 
+    use super::KVALUES_IQ4NL;
     use super::{BlockIQ4NL, BlockQ8_0};
+    use crate::quant::x86_util::{f16c, hsum_i32_256};
 
-    /// A dot product over two rows already checked to have equal length.
-    pub type Kernel = fn(&[BlockIQ4NL], &[BlockQ8_0]) -> f32;
-    /// One weight row against four activation rows, all of equal length.
-    pub type Kernel4 = fn(&[BlockIQ4NL], [&[BlockQ8_0]; 4]) -> [f32; 4];
-    /// Four weight rows against one activation row, all of equal length
-    /// (the one-token matmul).
-    pub type KernelRows4 = fn([&[BlockIQ4NL]; 4], &[BlockQ8_0]) -> [f32; 4];
-    /// Two weight rows against four activation rows, all of equal length.
-    pub type Kernel2x4 = fn([&[BlockIQ4NL]; 2], [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2];
-    /// The integer dot product of one pair of blocks.
-    pub type IsumKernel = fn(&BlockIQ4NL, &BlockQ8_0) -> i32;
-
-    /// The ISAs this module has a variant for, best last.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Isa {
-        Scalar,
-        Avx2,
-        Avx512Vnni,
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    pub(super) unsafe fn isum_avx2(x: &BlockIQ4NL, y: &BlockQ8_0) -> i32 {
+        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
+        unsafe { hsum_i32_256(lanes_avx2(x, y)) }
     }
 
-    fn scalar_rows4(xs: [&[BlockIQ4NL]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-        xs.map(|x| super::scalar_row(x, y))
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
+    pub(super) unsafe fn isum_avx512_vnni(x: &BlockIQ4NL, y: &BlockQ8_0) -> i32 {
+        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's
+        // contract).
+        let lanes = unsafe { pair_lanes_avx512(pair_quants_avx512(x, x), y, y) };
+        // SAFETY: as above.
+        unsafe { hsum_i32_256(_mm512_castsi512_si256(lanes)) }
     }
 
-    fn scalar2x4(xs: [&[BlockIQ4NL]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
-        xs.map(|x| scalar4(x, ys))
+    /// `KVALUES_IQ4NL[i] + 128` as u8 bits (1..=241), for `vpdpbusd`.
+    const LEVELS_PLUS_128: [i8; 16] = {
+        let mut t = [0i8; 16];
+        let mut i = 0;
+        while i < 16 {
+            t[i] = KVALUES_IQ4NL[i].wrapping_add(-128);
+            i += 1;
+        }
+        t
+    };
+
+    /// `levels` in bytes `i` and `16 + i`: the `pshufb` table of both
+    /// 128-bit lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn levels_avx2(levels: &[i8; 16]) -> __m256i {
+        // SAFETY: `levels` is 16 readable bytes; `loadu` needs no
+        // alignment.
+        let t = unsafe { _mm_loadu_si128(levels.as_ptr().cast()) };
+        _mm256_broadcastsi128_si256(t)
     }
 
-    fn scalar4(x: &[BlockIQ4NL], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-        ys.map(|y| super::scalar_row(x, y))
+    /// The block's 32 indices in value order as u8 (0..16): low
+    /// nibbles, then high nibbles.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn nibbles_avx2(b: &BlockIQ4NL) -> __m256i {
+        // SAFETY: `qs` is 16 readable bytes; `loadu` needs no alignment.
+        let qs = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(qs, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
     }
 
-    /// The ISAs usable on this CPU, scalar first.
-    pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
-            .into_iter()
-            .filter(|&isa| kernel(isa).is_some())
-            .collect()
+    /// Eight i32 lanes summing to the block's integer dot product.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_avx2(bx: &BlockIQ4NL, by: &BlockQ8_0) -> __m256i {
+        // SAFETY: AVX2 is enabled for this function.
+        let q = unsafe { nibbles_avx2(bx) };
+        // The signed levels, -127..=113.
+        let qx = _mm256_shuffle_epi8(levels_avx2(&KVALUES_IQ4NL), q);
+        // SAFETY: `qs` is 32 readable bytes; `loadu` needs no alignment.
+        let qy = unsafe { _mm256_loadu_si256(by.qs.as_ptr().cast()) };
+        let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
+        let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
+        let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
+        let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
+        _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
     }
 
-    /// The row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel(isa: Isa) -> Option<Kernel> {
-        match isa {
-            Isa::Scalar => Some(super::scalar_row as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2 as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni as Kernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The four-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel4(isa: Isa) -> Option<Kernel4> {
-        match isa {
-            Isa::Scalar => Some(scalar4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_4 as Kernel4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The four-weight-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel_rows4(isa: Isa) -> Option<KernelRows4> {
-        match isa {
-            Isa::Scalar => Some(scalar_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => {
-                x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_rows4 as KernelRows4)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The two-by-four kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel2x4(isa: Isa) -> Option<Kernel2x4> {
-        match isa {
-            Isa::Scalar => Some(scalar2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_2x4 as Kernel2x4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The per-block integer kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn isum_kernel(isa: Isa) -> Option<IsumKernel> {
-        match isa {
-            Isa::Scalar => Some(super::block_isum as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::isum_avx2 as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::isum_avx512_vnni as IsumKernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The best ISA of this CPU, chosen on first use and cached.
-    pub fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
-    }
-
-    pub(crate) fn dispatch() -> Kernel {
-        static KERNEL: OnceLock<Kernel> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel(best()).unwrap_or(super::scalar_row))
-    }
-
-    pub(crate) fn dispatch_rows4() -> KernelRows4 {
-        static KERNEL: OnceLock<KernelRows4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel_rows4(best()).unwrap_or(scalar_rows4))
-    }
-
-    pub(crate) fn dispatch2x4() -> Kernel2x4 {
-        static KERNEL: OnceLock<Kernel2x4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel2x4(best()).unwrap_or(scalar2x4))
-    }
-
-    pub(crate) fn dispatch4() -> Kernel4 {
-        static KERNEL: OnceLock<Kernel4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel4(best()).unwrap_or(scalar4))
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        use std::arch::x86_64::*;
-
-        use super::super::KVALUES_IQ4NL;
-        use super::{BlockIQ4NL, BlockQ8_0};
-        use crate::quant::x86_util::{f16c, has_avx512_vnni, hsum_i32_256};
-
-        /// Proof that AVX2 and F16C are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx2(());
-        impl Avx2 {
-            pub fn new() -> Option<Self> {
-                (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
-                    .then_some(Avx2(()))
-            }
-        }
-
-        /// Proof that AVX-512 F/BW/VL with VNNI, and F16C, are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx512Vnni(());
-        impl Avx512Vnni {
-            pub fn new() -> Option<Self> {
-                has_avx512_vnni().then_some(Avx512Vnni(()))
-            }
-        }
-
-        pub fn avx2(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { avx2_row(x, y) },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx2_rows4(xs: [&[BlockIQ4NL]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-            xs.map(|x| avx2(x, y))
-        }
-
-        pub fn avx2_2x4(xs: [&[BlockIQ4NL]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
-            xs.map(|x| avx2_4(x, ys))
-        }
-
-        pub fn avx2_4(x: &[BlockIQ4NL], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-            ys.map(|y| avx2(x, y))
-        }
-
-        pub fn isum_avx2(x: &BlockIQ4NL, y: &BlockQ8_0) -> i32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { hsum_i32_256(lanes_avx2(x, y)) },
-                None => super::super::block_isum(x, y),
-            }
-        }
-
-        pub fn avx512_vnni(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 1>([x], [y])[0][0] },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx512_vnni_rows4(xs: [&[BlockIQ4NL]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<4, 1>(xs, [y]).map(|r| r[0]) },
-                None => super::scalar_rows4(xs, y),
-            }
-        }
-
-        pub fn avx512_vnni_2x4(xs: [&[BlockIQ4NL]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<2, 4>(xs, ys) },
-                None => super::scalar2x4(xs, ys),
-            }
-        }
-
-        pub fn avx512_vnni_4(x: &[BlockIQ4NL], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 4>([x], ys)[0] },
-                None => super::scalar4(x, ys),
-            }
-        }
-
-        pub fn isum_avx512_vnni(x: &BlockIQ4NL, y: &BlockQ8_0) -> i32 {
-            match Avx512Vnni::new() {
-                Some(_) => {
-                    // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                    // detected).
-                    let lanes = unsafe { pair_lanes_avx512(pair_quants_avx512(x, x), y, y) };
-                    // SAFETY: as above.
-                    unsafe { hsum_i32_256(_mm512_castsi512_si256(lanes)) }
-                }
-                None => super::super::block_isum(x, y),
-            }
-        }
-
-        /// `KVALUES_IQ4NL[i] + 128` as u8 bits (1..=241), for `vpdpbusd`.
-        const LEVELS_PLUS_128: [i8; 16] = {
-            let mut t = [0i8; 16];
-            let mut i = 0;
-            while i < 16 {
-                t[i] = KVALUES_IQ4NL[i].wrapping_add(-128);
-                i += 1;
-            }
-            t
-        };
-
-        /// `levels` in bytes `i` and `16 + i`: the `pshufb` table of both
-        /// 128-bit lanes.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        fn levels_avx2(levels: &[i8; 16]) -> __m256i {
-            // SAFETY: `levels` is 16 readable bytes; `loadu` needs no
-            // alignment.
-            let t = unsafe { _mm_loadu_si128(levels.as_ptr().cast()) };
-            _mm256_broadcastsi128_si256(t)
-        }
-
-        /// The block's 32 indices in value order as u8 (0..16): low
-        /// nibbles, then high nibbles.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn nibbles_avx2(b: &BlockIQ4NL) -> __m256i {
-            // SAFETY: `qs` is 16 readable bytes; `loadu` needs no alignment.
-            let qs = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
-            let mask = _mm_set1_epi8(0x0F);
-            let lo = _mm_and_si128(qs, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
-            _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
-        }
-
-        /// Eight i32 lanes summing to the block's integer dot product.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn lanes_avx2(bx: &BlockIQ4NL, by: &BlockQ8_0) -> __m256i {
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn avx2_row(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
+        let mut sumf = 0.0f32;
+        for (bx, by) in x.iter().zip(y) {
             // SAFETY: AVX2 is enabled for this function.
-            let q = unsafe { nibbles_avx2(bx) };
-            // The signed levels, -127..=113.
-            let qx = _mm256_shuffle_epi8(levels_avx2(&KVALUES_IQ4NL), q);
-            // SAFETY: `qs` is 32 readable bytes; `loadu` needs no alignment.
-            let qy = unsafe { _mm256_loadu_si256(by.qs.as_ptr().cast()) };
-            let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
-            let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
-            let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
-            let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
-            _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
+            let isum = hsum_i32_256(unsafe { lanes_avx2(bx, by) });
+            sumf += (f16c(by.d) * f16c(bx.d)) * isum as f32;
         }
+        sumf
+    }
 
-        /// # Safety
-        /// The CPU must support AVX2 and F16C.
-        #[target_feature(enable = "avx2,f16c")]
-        unsafe fn avx2_row(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f32 {
-            let mut sumf = 0.0f32;
-            for (bx, by) in x.iter().zip(y) {
-                // SAFETY: AVX2 is enabled for this function.
-                let isum = hsum_i32_256(unsafe { lanes_avx2(bx, by) });
-                sumf += (f16c(by.d) * f16c(bx.d)) * isum as f32;
+    /// The levels plus 128 (1..=241, unsigned) of `xa` in bytes 0..32
+    /// and of `xb` in bytes 32..64, in value order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn pair_quants_avx512(xa: &BlockIQ4NL, xb: &BlockIQ4NL) -> __m512i {
+        // SAFETY: AVX2 is implied by the features of this function.
+        let (qa, qb) = unsafe { (nibbles_avx2(xa), nibbles_avx2(xb)) };
+        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+        let lut = levels_avx2(&LEVELS_PLUS_128);
+        let lut = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lut), lut);
+        _mm512_shuffle_epi8(lut, q)
+    }
+
+    /// Sixteen i32 lanes: lanes 0..8 sum to the integer dot product of
+    /// the first block of `q` with `ya`, lanes 8..16 of the second with
+    /// `yb`, as `sum (k + 128) * y - 128 * sum y` (each lane at most
+    /// 4 * 241 * 128 + 128 * 4 * 128 in magnitude: exact).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn pair_lanes_avx512(q: __m512i, ya: &BlockQ8_0, yb: &BlockQ8_0) -> __m512i {
+        // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
+        // alignment.
+        let qy = unsafe {
+            _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
+                _mm256_loadu_si256(yb.qs.as_ptr().cast()),
+            )
+        };
+        let zero = _mm512_setzero_si512();
+        let sxy = _mm512_dpbusd_epi32(zero, q, qy);
+        let sy = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), qy);
+        _mm512_sub_epi32(sxy, _mm512_slli_epi32::<7>(sy))
+    }
+
+    /// `M` weight rows against `N` activation rows, all of one length,
+    /// two blocks per step (an odd last block pairs with itself, its
+    /// copy weighted 0): each weight block pair is loaded once for the
+    /// `N` activation rows, each activation pair (with its sum and
+    /// scales) once for the `M` weight rows. Each of the `M * N` results
+    /// is computed by the same operations whatever `M` and `N` are, so
+    /// every tile shape is bit-identical to the one-row kernel.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
+        xs: [&[BlockIQ4NL]; M],
+        ys: [&[BlockQ8_0]; N],
+    ) -> [[f32; N]; M] {
+        let nb = xs[0].len();
+        let mut acc = [[0.0f32; N]; M];
+        let mut i = 0;
+        while i < nb {
+            let pair = i + 1 < nb;
+            let ib = if pair { i + 1 } else { i };
+            let mut wq = [_mm512_setzero_si512(); M];
+            let mut dxa = [0.0f32; M];
+            let mut dxb = [0.0f32; M];
+            for m in 0..M {
+                let (xa, xb) = (&xs[m][i], &xs[m][ib]);
+                // SAFETY: the features are enabled for this function.
+                wq[m] = unsafe { pair_quants_avx512(xa, xb) };
+                (dxa[m], dxb[m]) = (f16c(xa.d), f16c(xb.d));
             }
-            sumf
-        }
-
-        /// The levels plus 128 (1..=241, unsigned) of `xa` in bytes 0..32
-        /// and of `xb` in bytes 32..64, in value order.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn pair_quants_avx512(xa: &BlockIQ4NL, xb: &BlockIQ4NL) -> __m512i {
-            // SAFETY: AVX2 is implied by the features of this function.
-            let (qa, qb) = unsafe { (nibbles_avx2(xa), nibbles_avx2(xb)) };
-            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
-            let lut = levels_avx2(&LEVELS_PLUS_128);
-            let lut = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lut), lut);
-            _mm512_shuffle_epi8(lut, q)
-        }
-
-        /// Sixteen i32 lanes: lanes 0..8 sum to the integer dot product of
-        /// the first block of `q` with `ya`, lanes 8..16 of the second with
-        /// `yb`, as `sum (k + 128) * y - 128 * sum y` (each lane at most
-        /// 4 * 241 * 128 + 128 * 4 * 128 in magnitude: exact).
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn pair_lanes_avx512(q: __m512i, ya: &BlockQ8_0, yb: &BlockQ8_0) -> __m512i {
-            // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-            // alignment.
-            let qy = unsafe {
-                _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                    _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-                )
-            };
-            let zero = _mm512_setzero_si512();
-            let sxy = _mm512_dpbusd_epi32(zero, q, qy);
-            let sy = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), qy);
-            _mm512_sub_epi32(sxy, _mm512_slli_epi32::<7>(sy))
-        }
-
-        /// `M` weight rows against `N` activation rows, all of one length,
-        /// two blocks per step (an odd last block pairs with itself, its
-        /// copy weighted 0): each weight block pair is loaded once for the
-        /// `N` activation rows, each activation pair (with its sum and
-        /// scales) once for the `M` weight rows. Each of the `M * N` results
-        /// is computed by the same operations whatever `M` and `N` are, so
-        /// every tile shape is bit-identical to the one-row kernel.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn avx512_tile<const M: usize, const N: usize>(
-            xs: [&[BlockIQ4NL]; M],
-            ys: [&[BlockQ8_0]; N],
-        ) -> [[f32; N]; M] {
-            let nb = xs[0].len();
-            let mut acc = [[0.0f32; N]; M];
-            let mut i = 0;
-            while i < nb {
-                let pair = i + 1 < nb;
-                let ib = if pair { i + 1 } else { i };
-                let mut wq = [_mm512_setzero_si512(); M];
-                let mut dxa = [0.0f32; M];
-                let mut dxb = [0.0f32; M];
+            for n in 0..N {
+                let (ya, yb) = (&ys[n][i], &ys[n][ib]);
+                // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
+                // alignment.
+                let qy = unsafe {
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
+                        _mm256_loadu_si256(yb.qs.as_ptr().cast()),
+                    )
+                };
+                let zero = _mm512_setzero_si512();
+                let ones = _mm512_set1_epi8(1);
+                let sy = _mm512_slli_epi32::<7>(_mm512_dpbusd_epi32(zero, ones, qy));
+                let (dya, dyb) = (f16c(ya.d), f16c(yb.d));
                 for m in 0..M {
-                    let (xa, xb) = (&xs[m][i], &xs[m][ib]);
-                    // SAFETY: the features are enabled for this function.
-                    wq[m] = unsafe { pair_quants_avx512(xa, xb) };
-                    (dxa[m], dxb[m]) = (f16c(xa.d), f16c(xb.d));
-                }
-                for n in 0..N {
-                    let (ya, yb) = (&ys[n][i], &ys[n][ib]);
-                    // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-                    // alignment.
-                    let qy = unsafe {
-                        _mm512_inserti64x4::<1>(
-                            _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                            _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-                        )
-                    };
-                    let zero = _mm512_setzero_si512();
-                    let ones = _mm512_set1_epi8(1);
-                    let sy = _mm512_slli_epi32::<7>(_mm512_dpbusd_epi32(zero, ones, qy));
-                    let (dya, dyb) = (f16c(ya.d), f16c(yb.d));
-                    for m in 0..M {
-                        let lanes = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wq[m], qy), sy);
-                        let ia = hsum_i32_256(_mm512_castsi512_si256(lanes));
-                        acc[m][n] += (dya * dxa[m]) * ia as f32;
-                        if pair {
-                            let ib = hsum_i32_256(_mm512_extracti64x4_epi64::<1>(lanes));
-                            acc[m][n] += (dyb * dxb[m]) * ib as f32;
-                        }
+                    let lanes = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, wq[m], qy), sy);
+                    let ia = hsum_i32_256(_mm512_castsi512_si256(lanes));
+                    acc[m][n] += (dya * dxa[m]) * ia as f32;
+                    if pair {
+                        let ib = hsum_i32_256(_mm512_extracti64x4_epi64::<1>(lanes));
+                        acc[m][n] += (dyb * dxb[m]) * ib as f32;
                     }
                 }
-                i += 2;
             }
-            acc
+            i += 2;
         }
+        acc
     }
 }

@@ -11,7 +11,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::iq4_nl::{quantize_iq4_impl, KVALUES_IQ4NL};
 use super::q8_k::BlockQ8K;
-use super::{check_len, check_pair, f16_le, Block, Format, QuantError, Quantize, VecDot, QK_K};
+use super::{check_len, f16_le, Format, QuantError, QK_K};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -128,33 +128,27 @@ fn scalar_row(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
 
 /// The dot product of an IQ4_XS weight row with a Q8_K activation row:
 /// ggml's `ggml_vec_dot_iq4_xs_q8_K_generic`, or the SIMD variant of this
-/// CPU (picked once, see [`simd`]; bit-identical).
+/// CPU (picked once, see [`super::simd`]; bit-identical).
 pub fn vec_dot_iq4_xs_q8_K(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok(simd::dispatch()(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockIQ4XS {
-    const FORMAT: Format = Format::IQ4_XS;
-    const QK: usize = QK_K;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_iq4_xs(x, y)
-    }
-}
+super::impl_block!(
+    BlockIQ4XS,
+    IQ4_XS,
+    QK_K,
+    dequantize_row_iq4_xs,
+    quantize_row_iq4_xs
+);
 
-impl Quantize for BlockIQ4XS {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_iq4_xs(x, y)
-    }
-}
+super::simd::impl_simd_dot!(
+    BlockIQ4XS, BlockQ8K, isum: [i32; 8],
+    scalar: scalar_row, block_isums,
+    avx2: x86::avx2_row, x86::isums_avx2,
+    avx512: x86::avx512_tile, x86::isums_avx512_vnni,
+);
 
-impl VecDot<BlockQ8K> for BlockIQ4XS {
-    fn vec_dot(w: &[Self], a: &[BlockQ8K]) -> Result<f32, QuantError> {
-        vec_dot_iq4_xs_q8_K(w, a)
-    }
-}
-
-/// SIMD variants of `vec_dot_iq4_xs_q8_K`, picked at run time once.
+/// SIMD variants of `vec_dot_iq4_xs_q8_K`, chosen by [`super::simd`].
 ///
 /// Each sub-block of 32 values is an IQ4_NL block. The AVX2 variant looks
 /// the nibbles up in the level table with `pshufb`, widens them to i16 with
@@ -165,444 +159,222 @@ impl VecDot<BlockQ8K> for BlockIQ4XS {
 /// `vpdpbusd` against ones), then reduces the 16 lanes of each register to
 /// its two sub-block sums with adds and `phaddd`. Both are exact for every
 /// i8 activation, -128 included. The eight sub-block sums are integers
-/// ([`simd::isum_kernel`]) and the f32 part runs the scalar code's
+/// (the `isum` kernel) and the f32 part runs the scalar code's
 /// operations in its order, so every variant is bit-identical to the
 /// scalar reference (ggml's generic kernel, which `tests/quant_fixtures.rs`
 /// checks through the kernel table).
 ///
-/// Tiles for the matmul: [`simd::kernel4`] (one weight row, four activation
-/// rows), [`simd::kernel_rows4`] (four weight rows, one activation row) and
-/// [`simd::kernel2x4`]. The AVX-512 variants unpack each weight block once
-/// for the activation rows and load each activation block (with its sums)
-/// once for the weight rows; every output is computed with exactly the
-/// operations of the one-row kernel of the same ISA (bit-identical,
-/// tested). The scalar and AVX2 tiles are loops over the one-row kernel.
-/// The AVX2 and AVX-512 variants need F16C too (for the f16 scales).
-pub mod simd {
-    use std::sync::OnceLock;
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
 
+    use super::{accumulate, KVALUES_IQ4NL};
     use super::{BlockIQ4XS, BlockQ8K};
+    use crate::quant::x86_util::{f16c, hsum_i32_256};
 
-    /// A dot product over two rows already checked to have equal length.
-    pub type Kernel = fn(&[BlockIQ4XS], &[BlockQ8K]) -> f32;
-    /// One weight row against four activation rows, all of equal length.
-    pub type Kernel4 = fn(&[BlockIQ4XS], [&[BlockQ8K]; 4]) -> [f32; 4];
-    /// Four weight rows against one activation row, all of equal length
-    /// (the one-token matmul).
-    pub type KernelRows4 = fn([&[BlockIQ4XS]; 4], &[BlockQ8K]) -> [f32; 4];
-    /// Two weight rows against four activation rows, all of equal length.
-    pub type Kernel2x4 = fn([&[BlockIQ4XS]; 2], [&[BlockQ8K]; 4]) -> [[f32; 4]; 2];
-    /// The eight sub-block integer dot products of one pair of blocks.
-    pub type IsumKernel = fn(&BlockIQ4XS, &BlockQ8K) -> [i32; 8];
-
-    /// The ISAs this module has a variant for, best last.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Isa {
-        Scalar,
-        Avx2,
-        Avx512Vnni,
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    pub(super) unsafe fn isums_avx2(x: &BlockIQ4XS, y: &BlockQ8K) -> [i32; 8] {
+        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
+        unsafe { block_isums_avx2(x, y) }
     }
 
-    fn scalar_rows4(xs: [&[BlockIQ4XS]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-        xs.map(|x| super::scalar_row(x, y))
-    }
-
-    fn scalar2x4(xs: [&[BlockIQ4XS]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-        xs.map(|x| scalar4(x, ys))
-    }
-
-    fn scalar4(x: &[BlockIQ4XS], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-        ys.map(|y| super::scalar_row(x, y))
-    }
-
-    /// The ISAs usable on this CPU, scalar first.
-    pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
-            .into_iter()
-            .filter(|&isa| kernel(isa).is_some())
-            .collect()
-    }
-
-    /// The row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel(isa: Isa) -> Option<Kernel> {
-        match isa {
-            Isa::Scalar => Some(super::scalar_row as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2 as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni as Kernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
+    pub(super) unsafe fn isums_avx512_vnni(x: &BlockIQ4XS, y: &BlockQ8K) -> [i32; 8] {
+        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's
+        // contract).
+        unsafe {
+            let (qy, sy) = act_avx512(y);
+            isums_avx512(&quants_avx512(x), &qy, &sy)
         }
     }
 
-    /// The four-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel4(isa: Isa) -> Option<Kernel4> {
-        match isa {
-            Isa::Scalar => Some(scalar4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_4 as Kernel4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    /// The eight sub-block sums of one block.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn block_isums_avx2(x: &BlockIQ4XS, y: &BlockQ8K) -> [i32; 8] {
+        // SAFETY: `KVALUES_IQ4NL` is 16 readable bytes; `loadu` needs no
+        // alignment.
+        let levels =
+            _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()) });
+        let mask = _mm_set1_epi8(0x0F);
+        let mut out = [0i32; 8];
+        for (ib, out) in out.iter_mut().enumerate() {
+            // SAFETY: 16 bytes of `qs` and 32 of `y.qs` from offsets
+            // inside the arrays; `loadu` needs no alignment.
+            let (qs, qy) = unsafe {
+                (
+                    _mm_loadu_si128(x.qs.as_ptr().add(16 * ib).cast()),
+                    _mm256_loadu_si256(y.qs.as_ptr().add(32 * ib).cast()),
+                )
+            };
+            let lo = _mm_and_si128(qs, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
+            let q = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
+            // The signed levels, -127..=113, in value order.
+            let qx = _mm256_shuffle_epi8(levels, q);
+            let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
+            let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
+            let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
+            let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
+            let lanes =
+                _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi));
+            *out = hsum_i32_256(lanes);
         }
+        out
     }
 
-    /// The four-weight-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel_rows4(isa: Isa) -> Option<KernelRows4> {
-        match isa {
-            Isa::Scalar => Some(scalar_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => {
-                x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_rows4 as KernelRows4)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn avx2_row(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
+        let mut sumf = 0.0f32;
+        for (bx, by) in x.iter().zip(y) {
+            // SAFETY: AVX2 is enabled for this function.
+            let isums = unsafe { block_isums_avx2(bx, by) };
+            accumulate(&mut sumf, bx, f16c(bx.d), by.d(), &isums);
         }
+        sumf
     }
 
-    /// The two-by-four kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel2x4(isa: Isa) -> Option<Kernel2x4> {
-        match isa {
-            Isa::Scalar => Some(scalar2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_2x4 as Kernel2x4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    /// `KVALUES_IQ4NL[i] + 128` as u8 bits (1..=241), for `vpdpbusd`.
+    const LEVELS_PLUS_128: [i8; 16] = {
+        let mut t = [0i8; 16];
+        let mut i = 0;
+        while i < 16 {
+            t[i] = KVALUES_IQ4NL[i].wrapping_add(-128);
+            i += 1;
         }
+        t
+    };
+
+    /// The block's 256 levels plus 128 (1..=241, unsigned) in value
+    /// order, 64 per register: register `k` holds sub-blocks `2k` and
+    /// `2k + 1` (the low nibbles of `qs[32k..32k+16]`, their high
+    /// nibbles, then the same for `qs[32k+16..32k+32]`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn quants_avx512(x: &BlockIQ4XS) -> [__m512i; 4] {
+        // SAFETY: `LEVELS_PLUS_128` is 16 readable bytes; `loadu` needs
+        // no alignment.
+        let lut =
+            _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(LEVELS_PLUS_128.as_ptr().cast()) });
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut q = [_mm512_setzero_si512(); 4];
+        for (k, q) in q.iter_mut().enumerate() {
+            // SAFETY: 32 bytes of `qs` from an offset inside the array;
+            // `loadu` needs no alignment.
+            let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * k).cast()) };
+            let lo = _mm256_and_si256(q4, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
+            // Sub-block 2k (lo, hi of bytes 0..16), then 2k + 1.
+            let a = _mm256_permute2x128_si256::<0x20>(lo, hi);
+            let b = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            let idx = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b);
+            *q = _mm512_shuffle_epi8(lut, idx);
+        }
+        q
     }
 
-    /// The per-block integer kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn isum_kernel(isa: Isa) -> Option<IsumKernel> {
-        match isa {
-            Isa::Scalar => Some(super::block_isums as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::isums_avx2 as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::isums_avx512_vnni as IsumKernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    /// The block's 256 activations, 64 per register, and `128 * sum q8`
+    /// over each group of four (the lanes of `vpdpbusd`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn act_avx512(y: &BlockQ8K) -> ([__m512i; 4], [__m512i; 4]) {
+        let ones = _mm512_set1_epi8(1);
+        let zero = _mm512_setzero_si512();
+        let mut qy = [zero; 4];
+        let mut sy = [zero; 4];
+        for k in 0..4 {
+            // SAFETY: 64 bytes of `y.qs` from an offset inside the array;
+            // `loadu` needs no alignment.
+            qy[k] = unsafe { _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()) };
+            sy[k] = _mm512_slli_epi32::<7>(_mm512_dpbusd_epi32(zero, ones, qy[k]));
         }
+        (qy, sy)
     }
 
-    /// The best ISA of this CPU, chosen on first use and cached.
-    pub fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
+    /// The eight sub-block sums: per register `sum (k + 128) * y - 128 *
+    /// sum y` in 16 lanes (each at most 4 * 241 * 128 + 4 * 128 * 128 in
+    /// magnitude: exact), lanes 0..8 summing to sub-block `2k`, 8..16 to
+    /// `2k + 1`, reduced exactly in i32.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn isums_avx512(q: &[__m512i; 4], qy: &[__m512i; 4], sy: &[__m512i; 4]) -> [i32; 8] {
+        let zero = _mm512_setzero_si512();
+        // Per register, the 128-bit lane 0 sums to sub-block 2k and
+        // lane 2 to 2k + 1.
+        let mut a = [_mm_setzero_si128(); 4];
+        let mut b = [_mm_setzero_si128(); 4];
+        for k in 0..4 {
+            let lanes = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, q[k], qy[k]), sy[k]);
+            let s = _mm512_add_epi32(lanes, _mm512_shuffle_i64x2::<0b10_11_00_01>(lanes, lanes));
+            a[k] = _mm512_castsi512_si128(s);
+            b[k] = _mm512_extracti32x4_epi32::<2>(s);
+        }
+        let h0 = _mm_hadd_epi32(_mm_hadd_epi32(a[0], b[0]), _mm_hadd_epi32(a[1], b[1]));
+        let h1 = _mm_hadd_epi32(_mm_hadd_epi32(a[2], b[2]), _mm_hadd_epi32(a[3], b[3]));
+        let mut out = [0i32; 8];
+        // SAFETY: `out` is 32 writable bytes; `storeu` needs no alignment.
+        unsafe {
+            _mm_storeu_si128(out.as_mut_ptr().cast(), h0);
+            _mm_storeu_si128(out.as_mut_ptr().add(4).cast(), h1);
+        }
+        out
     }
 
-    pub(crate) fn dispatch() -> Kernel {
-        static KERNEL: OnceLock<Kernel> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel(best()).unwrap_or(super::scalar_row))
-    }
-
-    pub(crate) fn dispatch_rows4() -> KernelRows4 {
-        static KERNEL: OnceLock<KernelRows4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel_rows4(best()).unwrap_or(scalar_rows4))
-    }
-
-    pub(crate) fn dispatch2x4() -> Kernel2x4 {
-        static KERNEL: OnceLock<Kernel2x4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel2x4(best()).unwrap_or(scalar2x4))
-    }
-
-    pub(crate) fn dispatch4() -> Kernel4 {
-        static KERNEL: OnceLock<Kernel4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel4(best()).unwrap_or(scalar4))
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        use std::arch::x86_64::*;
-
-        use super::super::{accumulate, KVALUES_IQ4NL};
-        use super::{BlockIQ4XS, BlockQ8K};
-        use crate::quant::x86_util::{f16c, has_avx512_vnni, hsum_i32_256};
-
-        /// Proof that AVX2 and F16C are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx2(());
-        impl Avx2 {
-            pub fn new() -> Option<Self> {
-                (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
-                    .then_some(Avx2(()))
+    /// `M` weight rows against `N` activation rows, all of one length.
+    /// Each weight block is unpacked once for the `N` activation rows,
+    /// each activation block (with its sums) loaded once for the `M`
+    /// weight rows. Each of the `M * N` results is computed by the same
+    /// operations whatever `M` and `N` are, so every tile shape is
+    /// bit-identical to the one-row kernel.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
+        xs: [&[BlockIQ4XS]; M],
+        ys: [&[BlockQ8K]; N],
+    ) -> [[f32; N]; M] {
+        let nb = xs[0].len();
+        let mut acc = [[0.0f32; N]; M];
+        for i in 0..nb {
+            let mut q = [[_mm512_setzero_si512(); 4]; M];
+            let mut dx = [0.0f32; M];
+            for m in 0..M {
+                let bx = &xs[m][i];
+                // SAFETY: the features are enabled for this function.
+                q[m] = unsafe { quants_avx512(bx) };
+                dx[m] = f16c(bx.d);
             }
-        }
-
-        /// Proof that AVX-512 F/BW/VL with VNNI, and F16C, are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx512Vnni(());
-        impl Avx512Vnni {
-            pub fn new() -> Option<Self> {
-                has_avx512_vnni().then_some(Avx512Vnni(()))
-            }
-        }
-
-        pub fn avx2(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { avx2_row(x, y) },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx2_rows4(xs: [&[BlockIQ4XS]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-            xs.map(|x| avx2(x, y))
-        }
-
-        pub fn avx2_2x4(xs: [&[BlockIQ4XS]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-            xs.map(|x| avx2_4(x, ys))
-        }
-
-        pub fn avx2_4(x: &[BlockIQ4XS], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            ys.map(|y| avx2(x, y))
-        }
-
-        pub fn isums_avx2(x: &BlockIQ4XS, y: &BlockQ8K) -> [i32; 8] {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { block_isums_avx2(x, y) },
-                None => super::super::block_isums(x, y),
-            }
-        }
-
-        pub fn avx512_vnni(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 1>([x], [y])[0][0] },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx512_vnni_rows4(xs: [&[BlockIQ4XS]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<4, 1>(xs, [y]).map(|r| r[0]) },
-                None => super::scalar_rows4(xs, y),
-            }
-        }
-
-        pub fn avx512_vnni_2x4(xs: [&[BlockIQ4XS]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<2, 4>(xs, ys) },
-                None => super::scalar2x4(xs, ys),
-            }
-        }
-
-        pub fn avx512_vnni_4(x: &[BlockIQ4XS], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 4>([x], ys)[0] },
-                None => super::scalar4(x, ys),
-            }
-        }
-
-        pub fn isums_avx512_vnni(x: &BlockIQ4XS, y: &BlockQ8K) -> [i32; 8] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe {
-                    let (qy, sy) = act_avx512(y);
-                    isums_avx512(&quants_avx512(x), &qy, &sy)
-                },
-                None => super::super::block_isums(x, y),
-            }
-        }
-
-        /// The eight sub-block sums of one block.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn block_isums_avx2(x: &BlockIQ4XS, y: &BlockQ8K) -> [i32; 8] {
-            // SAFETY: `KVALUES_IQ4NL` is 16 readable bytes; `loadu` needs no
-            // alignment.
-            let levels = _mm256_broadcastsi128_si256(unsafe {
-                _mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast())
-            });
-            let mask = _mm_set1_epi8(0x0F);
-            let mut out = [0i32; 8];
-            for (ib, out) in out.iter_mut().enumerate() {
-                // SAFETY: 16 bytes of `qs` and 32 of `y.qs` from offsets
-                // inside the arrays; `loadu` needs no alignment.
-                let (qs, qy) = unsafe {
-                    (
-                        _mm_loadu_si128(x.qs.as_ptr().add(16 * ib).cast()),
-                        _mm256_loadu_si256(y.qs.as_ptr().add(32 * ib).cast()),
-                    )
-                };
-                let lo = _mm_and_si128(qs, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
-                let q = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi);
-                // The signed levels, -127..=113, in value order.
-                let qx = _mm256_shuffle_epi8(levels, q);
-                let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
-                let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
-                let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
-                let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
-                let lanes =
-                    _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi));
-                *out = hsum_i32_256(lanes);
-            }
-            out
-        }
-
-        /// # Safety
-        /// The CPU must support AVX2 and F16C.
-        #[target_feature(enable = "avx2,f16c")]
-        unsafe fn avx2_row(x: &[BlockIQ4XS], y: &[BlockQ8K]) -> f32 {
-            let mut sumf = 0.0f32;
-            for (bx, by) in x.iter().zip(y) {
-                // SAFETY: AVX2 is enabled for this function.
-                let isums = unsafe { block_isums_avx2(bx, by) };
-                accumulate(&mut sumf, bx, f16c(bx.d), by.d(), &isums);
-            }
-            sumf
-        }
-
-        /// `KVALUES_IQ4NL[i] + 128` as u8 bits (1..=241), for `vpdpbusd`.
-        const LEVELS_PLUS_128: [i8; 16] = {
-            let mut t = [0i8; 16];
-            let mut i = 0;
-            while i < 16 {
-                t[i] = KVALUES_IQ4NL[i].wrapping_add(-128);
-                i += 1;
-            }
-            t
-        };
-
-        /// The block's 256 levels plus 128 (1..=241, unsigned) in value
-        /// order, 64 per register: register `k` holds sub-blocks `2k` and
-        /// `2k + 1` (the low nibbles of `qs[32k..32k+16]`, their high
-        /// nibbles, then the same for `qs[32k+16..32k+32]`).
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn quants_avx512(x: &BlockIQ4XS) -> [__m512i; 4] {
-            // SAFETY: `LEVELS_PLUS_128` is 16 readable bytes; `loadu` needs
-            // no alignment.
-            let lut =
-                _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(LEVELS_PLUS_128.as_ptr().cast()) });
-            let mask = _mm256_set1_epi8(0x0F);
-            let mut q = [_mm512_setzero_si512(); 4];
-            for (k, q) in q.iter_mut().enumerate() {
-                // SAFETY: 32 bytes of `qs` from an offset inside the array;
-                // `loadu` needs no alignment.
-                let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * k).cast()) };
-                let lo = _mm256_and_si256(q4, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
-                // Sub-block 2k (lo, hi of bytes 0..16), then 2k + 1.
-                let a = _mm256_permute2x128_si256::<0x20>(lo, hi);
-                let b = _mm256_permute2x128_si256::<0x31>(lo, hi);
-                let idx = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b);
-                *q = _mm512_shuffle_epi8(lut, idx);
-            }
-            q
-        }
-
-        /// The block's 256 activations, 64 per register, and `128 * sum q8`
-        /// over each group of four (the lanes of `vpdpbusd`).
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn act_avx512(y: &BlockQ8K) -> ([__m512i; 4], [__m512i; 4]) {
-            let ones = _mm512_set1_epi8(1);
-            let zero = _mm512_setzero_si512();
-            let mut qy = [zero; 4];
-            let mut sy = [zero; 4];
-            for k in 0..4 {
-                // SAFETY: 64 bytes of `y.qs` from an offset inside the array;
-                // `loadu` needs no alignment.
-                qy[k] = unsafe { _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()) };
-                sy[k] = _mm512_slli_epi32::<7>(_mm512_dpbusd_epi32(zero, ones, qy[k]));
-            }
-            (qy, sy)
-        }
-
-        /// The eight sub-block sums: per register `sum (k + 128) * y - 128 *
-        /// sum y` in 16 lanes (each at most 4 * 241 * 128 + 4 * 128 * 128 in
-        /// magnitude: exact), lanes 0..8 summing to sub-block `2k`, 8..16 to
-        /// `2k + 1`, reduced exactly in i32.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn isums_avx512(q: &[__m512i; 4], qy: &[__m512i; 4], sy: &[__m512i; 4]) -> [i32; 8] {
-            let zero = _mm512_setzero_si512();
-            // Per register, the 128-bit lane 0 sums to sub-block 2k and
-            // lane 2 to 2k + 1.
-            let mut a = [_mm_setzero_si128(); 4];
-            let mut b = [_mm_setzero_si128(); 4];
-            for k in 0..4 {
-                let lanes = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, q[k], qy[k]), sy[k]);
-                let s =
-                    _mm512_add_epi32(lanes, _mm512_shuffle_i64x2::<0b10_11_00_01>(lanes, lanes));
-                a[k] = _mm512_castsi512_si128(s);
-                b[k] = _mm512_extracti32x4_epi32::<2>(s);
-            }
-            let h0 = _mm_hadd_epi32(_mm_hadd_epi32(a[0], b[0]), _mm_hadd_epi32(a[1], b[1]));
-            let h1 = _mm_hadd_epi32(_mm_hadd_epi32(a[2], b[2]), _mm_hadd_epi32(a[3], b[3]));
-            let mut out = [0i32; 8];
-            // SAFETY: `out` is 32 writable bytes; `storeu` needs no alignment.
-            unsafe {
-                _mm_storeu_si128(out.as_mut_ptr().cast(), h0);
-                _mm_storeu_si128(out.as_mut_ptr().add(4).cast(), h1);
-            }
-            out
-        }
-
-        /// `M` weight rows against `N` activation rows, all of one length.
-        /// Each weight block is unpacked once for the `N` activation rows,
-        /// each activation block (with its sums) loaded once for the `M`
-        /// weight rows. Each of the `M * N` results is computed by the same
-        /// operations whatever `M` and `N` are, so every tile shape is
-        /// bit-identical to the one-row kernel.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn avx512_tile<const M: usize, const N: usize>(
-            xs: [&[BlockIQ4XS]; M],
-            ys: [&[BlockQ8K]; N],
-        ) -> [[f32; N]; M] {
-            let nb = xs[0].len();
-            let mut acc = [[0.0f32; N]; M];
-            for i in 0..nb {
-                let mut q = [[_mm512_setzero_si512(); 4]; M];
-                let mut dx = [0.0f32; M];
+            for n in 0..N {
+                let by = &ys[n][i];
+                // SAFETY: the features are enabled for this function.
+                let (qy, sy) = unsafe { act_avx512(by) };
+                let dy = by.d();
                 for m in 0..M {
-                    let bx = &xs[m][i];
                     // SAFETY: the features are enabled for this function.
-                    q[m] = unsafe { quants_avx512(bx) };
-                    dx[m] = f16c(bx.d);
-                }
-                for n in 0..N {
-                    let by = &ys[n][i];
-                    // SAFETY: the features are enabled for this function.
-                    let (qy, sy) = unsafe { act_avx512(by) };
-                    let dy = by.d();
-                    for m in 0..M {
-                        // SAFETY: the features are enabled for this function.
-                        let isums = unsafe { isums_avx512(&q[m], &qy, &sy) };
-                        accumulate(&mut acc[m][n], &xs[m][i], dx[m], dy, &isums);
-                    }
+                    let isums = unsafe { isums_avx512(&q[m], &qy, &sy) };
+                    accumulate(&mut acc[m][n], &xs[m][i], dx[m], dy, &isums);
                 }
             }
-            acc
         }
+        acc
     }
 }

@@ -41,6 +41,7 @@ pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
+pub mod simd;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_util;
 
@@ -242,6 +243,26 @@ pub trait Block: Pod {
     /// Dequantize `x` into `y`, which must hold `x.len() * QK` values.
     fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError>;
 }
+
+/// `impl Block` and `impl Quantize` for a block type from its format, its
+/// values per block and its two named ggml functions.
+macro_rules! impl_block {
+    ($b:ty, $format:ident, $qk:expr, $dequantize:path, $quantize:path) => {
+        impl $crate::quant::Block for $b {
+            const FORMAT: $crate::quant::Format = $crate::quant::Format::$format;
+            const QK: usize = $qk;
+            fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), $crate::quant::QuantError> {
+                $dequantize(x, y)
+            }
+        }
+        impl $crate::quant::Quantize for $b {
+            fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), $crate::quant::QuantError> {
+                $quantize(x, y)
+            }
+        }
+    };
+}
+use impl_block;
 
 /// A block that can be produced from floats (ggml's `from_float`).
 pub trait Quantize: Block {

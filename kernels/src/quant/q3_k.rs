@@ -14,9 +14,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::kquants::{make_q3_quants, nearest_int};
 use super::q8_k::BlockQ8K;
-use super::{
-    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot, QK_K,
-};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError, QK_K};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -196,31 +194,23 @@ fn scalar_row(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
 /// The dot product of a Q3_K weight row with a Q8_K activation row: ggml's
 /// `ggml_vec_dot_q3_K_q8_K_generic`.
 ///
-/// Dispatches to the best [`simd`] variant of this CPU (chosen once); the
-/// scalar reference is `simd::kernel(simd::Isa::Scalar)`.
+/// Dispatches to the best [`super::simd`] variant of this CPU; the
+/// scalar reference is `simd::dot_kernels(Isa::Scalar)`.
 pub fn vec_dot_q3_K_q8_K(x: &[BlockQ3K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok(simd::dispatch()(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockQ3K {
-    const FORMAT: Format = Format::Q3_K;
-    const QK: usize = QK_K;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q3_K(x, y)
-    }
-}
+super::impl_block!(BlockQ3K, Q3_K, QK_K, dequantize_row_q3_K, quantize_row_q3_K);
 
-impl Quantize for BlockQ3K {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q3_K(x, y)
-    }
-}
+super::simd::impl_simd_dot!(
+    BlockQ3K, BlockQ8K, isum: i32,
+    scalar: scalar_row, scalar_isum,
+    avx2: x86::avx2_row, x86::isum_avx2,
+    avx512: x86::avx512_tile, x86::isum_avx512_vnni,
+);
 
-impl VecDot<BlockQ8K> for BlockQ3K {
-    fn vec_dot(w: &[Self], a: &[BlockQ8K]) -> Result<f32, QuantError> {
-        vec_dot_q3_K_q8_K(w, a)
-    }
+fn scalar_isum(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
+    block_isums(x, y).iter().sum()
 }
 
 /// SIMD variants of `vec_dot_q3_K_q8_K` (tested, not dispatched yet: see
@@ -234,452 +224,226 @@ impl VecDot<BlockQ8K> for BlockQ3K {
 /// `hmask`, times i8 via `maddubs`, at most 2 * 7 * 128 per i16 pair, so it
 /// never saturates; then scaled by the signed sub-block scales into i32
 /// lanes by `madd` or VNNI's `vpdpwssd`; the Q8_K group sums give the
-/// offset). [`simd::isum_kernel`] exposes that integer for
+/// offset). the `isum` kernel exposes that integer for
 /// testing. The f32 part is kept in per-lane partial sums, so the row result
 /// differs from the scalar loop by rounding only.
 ///
-/// Tiles for the matmul: [`simd::kernel4`] (one weight row, four activation
-/// rows), [`simd::kernel_rows4`] (four weight rows, one activation row) and
-/// [`simd::kernel2x4`]. The AVX-512 variants share each unpacked weight
-/// block across the activation rows and each loaded activation block across
-/// the weight rows; every output is computed with exactly the operations of
-/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
-/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
-/// variants need F16C too (for the f16 scales).
-pub mod simd {
-    use std::sync::OnceLock;
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
 
     use super::{BlockQ3K, BlockQ8K};
+    use crate::quant::x86_util::{f16c, hsum_f32_256, hsum_f32_512, hsum_i32_256, hsum_i32_512};
 
-    /// A dot product over two rows already checked to have equal length.
-    pub type Kernel = fn(&[BlockQ3K], &[BlockQ8K]) -> f32;
-    /// One weight row against four activation rows, all of equal length.
-    pub type Kernel4 = fn(&[BlockQ3K], [&[BlockQ8K]; 4]) -> [f32; 4];
-    /// Four weight rows against one activation row, all of equal length
-    /// (the one-token matmul).
-    pub type KernelRows4 = fn([&[BlockQ3K]; 4], &[BlockQ8K]) -> [f32; 4];
-    /// Two weight rows against four activation rows, all of equal length.
-    pub type Kernel2x4 = fn([&[BlockQ3K]; 2], [&[BlockQ8K]; 4]) -> [[f32; 4]; 2];
-    /// `sum_j sc_j * sum_{i in j} (q3_i - 4) * q8_i` of one pair of blocks.
-    pub type IsumKernel = fn(&BlockQ3K, &BlockQ8K) -> i32;
-
-    /// The ISAs this module has a variant for, best last.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Isa {
-        Scalar,
-        Avx2,
-        Avx512Vnni,
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    pub(super) unsafe fn isum_avx2(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
+        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
+        unsafe { hsum_i32_256(lanes_avx2(x, y)) }
     }
 
-    fn scalar_isum(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
-        super::block_isums(x, y).iter().sum()
-    }
-
-    fn scalar_rows4(xs: [&[BlockQ3K]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-        xs.map(|x| super::scalar_row(x, y))
-    }
-
-    fn scalar2x4(xs: [&[BlockQ3K]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-        xs.map(|x| scalar4(x, ys))
-    }
-
-    fn scalar4(x: &[BlockQ3K], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-        ys.map(|y| super::scalar_row(x, y))
-    }
-
-    /// The ISAs usable on this CPU, scalar first.
-    pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
-            .into_iter()
-            .filter(|&isa| kernel(isa).is_some())
-            .collect()
-    }
-
-    /// The row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel(isa: Isa) -> Option<Kernel> {
-        match isa {
-            Isa::Scalar => Some(super::scalar_row as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2 as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni as Kernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
+    pub(super) unsafe fn isum_avx512_vnni(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
+        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's contract).
+        unsafe {
+            let u = unpack_avx512(x);
+            hsum_i32_512(lanes_avx512(&u, y))
         }
     }
 
-    /// The four-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel4(isa: Isa) -> Option<Kernel4> {
-        match isa {
-            Isa::Scalar => Some(scalar4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_4 as Kernel4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
+    /// The 16 sub-block scales minus 32 (in -32..32).
+    #[inline(always)]
+    fn scales_i8(x: &BlockQ3K) -> [i8; 16] {
+        std::array::from_fn(|j| x.scale(j) as i8 - 32)
     }
 
-    /// The four-weight-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel_rows4(isa: Isa) -> Option<KernelRows4> {
-        match isa {
-            Isa::Scalar => Some(scalar_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => {
-                x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_rows4 as KernelRows4)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
+    /// Values `128n + 32g .. +32` as u8 in 0..8: bits `2g, 2g+1` of the
+    /// `qs` bytes `q2` (of `qs[32n..32n+32]`) and, as bit 2, bit `4n + g`
+    /// of the `hmask` bytes `hm`. A 16-bit shift by at most 7 brings bit
+    /// `s` of each byte to bit 0 of the same byte.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn group_avx2(q2: __m256i, hm: __m256i, n: usize, g: usize) -> __m256i {
+        let lo = _mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * g as i32));
+        let hi = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + g) as i32));
+        _mm256_or_si256(
+            _mm256_and_si256(lo, _mm256_set1_epi8(3)),
+            _mm256_slli_epi16::<2>(_mm256_and_si256(hi, _mm256_set1_epi8(1))),
+        )
     }
 
-    /// The two-by-four kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel2x4(isa: Isa) -> Option<Kernel2x4> {
-        match isa {
-            Isa::Scalar => Some(scalar2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_2x4 as Kernel2x4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The per-block integer kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn isum_kernel(isa: Isa) -> Option<IsumKernel> {
-        match isa {
-            Isa::Scalar => Some(scalar_isum as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::isum_avx2 as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::isum_avx512_vnni as IsumKernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The best ISA of this CPU, chosen on first use and cached.
-    pub fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
-    }
-
-    pub(crate) fn dispatch() -> Kernel {
-        static KERNEL: OnceLock<Kernel> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel(best()).unwrap_or(super::scalar_row))
-    }
-
-    pub(crate) fn dispatch_rows4() -> KernelRows4 {
-        static KERNEL: OnceLock<KernelRows4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel_rows4(best()).unwrap_or(scalar_rows4))
-    }
-
-    pub(crate) fn dispatch2x4() -> Kernel2x4 {
-        static KERNEL: OnceLock<Kernel2x4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel2x4(best()).unwrap_or(scalar2x4))
-    }
-
-    pub(crate) fn dispatch4() -> Kernel4 {
-        static KERNEL: OnceLock<Kernel4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel4(best()).unwrap_or(scalar4))
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        use std::arch::x86_64::*;
-
-        use super::{BlockQ3K, BlockQ8K};
-        use crate::quant::x86_util::{
-            f16c, has_avx512_vnni, hsum_f32_256, hsum_f32_512, hsum_i32_256, hsum_i32_512,
-        };
-
-        /// Proof that AVX2 and F16C are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx2(());
-        impl Avx2 {
-            pub fn new() -> Option<Self> {
-                (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
-                    .then_some(Avx2(()))
+    /// Eight i32 lanes summing to the block's integer dot product.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_avx2(x: &BlockQ3K, y: &BlockQ8K) -> __m256i {
+        let scales = scales_i8(x);
+        let mut acc = _mm256_setzero_si256();
+        // SAFETY: `hmask` is 32 readable bytes; `loadu` needs no
+        // alignment.
+        let hm = unsafe { _mm256_loadu_si256(x.hmask.as_ptr().cast()) };
+        for n in 0..2 {
+            // SAFETY: 32 bytes of `qs` from an offset inside the array;
+            // `loadu` needs no alignment.
+            let q2 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * n).cast()) };
+            for g in 0..4 {
+                let q = group_avx2(q2, hm, n, g);
+                let v = 128 * n + 32 * g;
+                // SAFETY: 32 bytes of `y.qs` from an offset inside the
+                // array; `loadu` needs no alignment.
+                let q8 = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(v).cast()) };
+                let p16 = _mm256_maddubs_epi16(q, q8);
+                let sc = _mm256_inserti128_si256::<1>(
+                    _mm256_castsi128_si256(_mm_set1_epi16(scales[v / 16] as i16)),
+                    _mm_set1_epi16(scales[v / 16 + 1] as i16),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
             }
         }
+        // SAFETY: AVX2 is enabled for this function.
+        let off = unsafe { offset_avx2(&scales, y) };
+        _mm256_sub_epi32(acc, _mm256_slli_epi32::<2>(off))
+    }
 
-        /// Proof that AVX-512 F/BW/VL with VNNI, and F16C, are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx512Vnni(());
-        impl Avx512Vnni {
-            pub fn new() -> Option<Self> {
-                has_avx512_vnni().then_some(Avx512Vnni(()))
-            }
-        }
-
-        pub fn avx2(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { avx2_row(x, y) },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx2_rows4(xs: [&[BlockQ3K]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-            xs.map(|x| avx2(x, y))
-        }
-
-        pub fn avx2_2x4(xs: [&[BlockQ3K]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-            xs.map(|x| avx2_4(x, ys))
-        }
-
-        pub fn avx2_4(x: &[BlockQ3K], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            ys.map(|y| avx2(x, y))
-        }
-
-        pub fn isum_avx2(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { hsum_i32_256(lanes_avx2(x, y)) },
-                None => super::scalar_isum(x, y),
-            }
-        }
-
-        pub fn avx512_vnni(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 1>([x], [y])[0][0] },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx512_vnni_rows4(xs: [&[BlockQ3K]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<4, 1>(xs, [y]).map(|r| r[0]) },
-                None => super::scalar_rows4(xs, y),
-            }
-        }
-
-        pub fn avx512_vnni_2x4(xs: [&[BlockQ3K]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<2, 4>(xs, ys) },
-                None => super::scalar2x4(xs, ys),
-            }
-        }
-
-        pub fn avx512_vnni_4(x: &[BlockQ3K], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 4>([x], ys)[0] },
-                None => super::scalar4(x, ys),
-            }
-        }
-
-        pub fn isum_avx512_vnni(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe {
-                    let u = unpack_avx512(x);
-                    hsum_i32_512(lanes_avx512(&u, y))
-                },
-                None => super::scalar_isum(x, y),
-            }
-        }
-
-        /// The 16 sub-block scales minus 32 (in -32..32).
-        #[inline(always)]
-        fn scales_i8(x: &BlockQ3K) -> [i8; 16] {
-            std::array::from_fn(|j| x.scale(j) as i8 - 32)
-        }
-
-        /// Values `128n + 32g .. +32` as u8 in 0..8: bits `2g, 2g+1` of the
-        /// `qs` bytes `q2` (of `qs[32n..32n+32]`) and, as bit 2, bit `4n + g`
-        /// of the `hmask` bytes `hm`. A 16-bit shift by at most 7 brings bit
-        /// `s` of each byte to bit 0 of the same byte.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        fn group_avx2(q2: __m256i, hm: __m256i, n: usize, g: usize) -> __m256i {
-            let lo = _mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * g as i32));
-            let hi = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + g) as i32));
-            _mm256_or_si256(
-                _mm256_and_si256(lo, _mm256_set1_epi8(3)),
-                _mm256_slli_epi16::<2>(_mm256_and_si256(hi, _mm256_set1_epi8(1))),
+    /// Eight i32 lanes summing to `sum_j sc_j * bsum_j`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn offset_avx2(scales: &[i8; 16], y: &BlockQ8K) -> __m256i {
+        // SAFETY: 16 bytes of `scales` and 32 of `bsums`; `loadu` needs
+        // no alignment.
+        let (sc, bs) = unsafe {
+            (
+                _mm_loadu_si128(scales.as_ptr().cast()),
+                _mm256_loadu_si256(y.bsums.as_ptr().cast()),
             )
-        }
+        };
+        _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bs)
+    }
 
-        /// Eight i32 lanes summing to the block's integer dot product.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn lanes_avx2(x: &BlockQ3K, y: &BlockQ8K) -> __m256i {
-            let scales = scales_i8(x);
-            let mut acc = _mm256_setzero_si256();
-            // SAFETY: `hmask` is 32 readable bytes; `loadu` needs no
-            // alignment.
-            let hm = unsafe { _mm256_loadu_si256(x.hmask.as_ptr().cast()) };
-            for n in 0..2 {
-                // SAFETY: 32 bytes of `qs` from an offset inside the array;
-                // `loadu` needs no alignment.
-                let q2 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * n).cast()) };
-                for g in 0..4 {
-                    let q = group_avx2(q2, hm, n, g);
-                    let v = 128 * n + 32 * g;
-                    // SAFETY: 32 bytes of `y.qs` from an offset inside the
-                    // array; `loadu` needs no alignment.
-                    let q8 = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(v).cast()) };
-                    let p16 = _mm256_maddubs_epi16(q, q8);
-                    let sc = _mm256_inserti128_si256::<1>(
-                        _mm256_castsi128_si256(_mm_set1_epi16(scales[v / 16] as i16)),
-                        _mm_set1_epi16(scales[v / 16 + 1] as i16),
-                    );
-                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
-                }
-            }
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn avx2_row(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (bx, by) in x.iter().zip(y) {
+            let d = _mm256_set1_ps(f16c(bx.d) * by.d());
             // SAFETY: AVX2 is enabled for this function.
-            let off = unsafe { offset_avx2(&scales, y) };
-            _mm256_sub_epi32(acc, _mm256_slli_epi32::<2>(off))
+            let lanes = unsafe { lanes_avx2(bx, by) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
         }
+        hsum_f32_256(acc)
+    }
 
-        /// Eight i32 lanes summing to `sum_j sc_j * bsum_j`.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn offset_avx2(scales: &[i8; 16], y: &BlockQ8K) -> __m256i {
-            // SAFETY: 16 bytes of `scales` and 32 of `bsums`; `loadu` needs
-            // no alignment.
-            let (sc, bs) = unsafe {
-                (
-                    _mm_loadu_si128(scales.as_ptr().cast()),
-                    _mm256_loadu_si256(y.bsums.as_ptr().cast()),
-                )
-            };
-            _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bs)
-        }
+    /// One weight block unpacked for [`lanes_avx512`]: `q[k]` holds
+    /// values `64k..64k+64` as u8 in 0..8 (the order of the activation
+    /// bytes), `sc[k]` their four sub-block scales as i16, one per
+    /// 128-bit lane, and `sc16` all sixteen scales as i16.
+    struct Unpacked {
+        q: [__m512i; 4],
+        sc: [__m512i; 4],
+        sc16: __m256i,
+    }
 
-        /// # Safety
-        /// The CPU must support AVX2 and F16C.
-        #[target_feature(enable = "avx2,f16c")]
-        unsafe fn avx2_row(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (bx, by) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(f16c(bx.d) * by.d());
-                // SAFETY: AVX2 is enabled for this function.
-                let lanes = unsafe { lanes_avx2(bx, by) };
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn unpack_avx512(x: &BlockQ3K) -> Unpacked {
+        let scales = scales_i8(x);
+        // SAFETY: 16 bytes of `scales`; `loadu` needs no alignment.
+        let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(scales.as_ptr().cast()) });
+        let sc512 = _mm512_castsi256_si512(sc16);
+        // SAFETY: `hmask` is 32 readable bytes; `loadu` needs no
+        // alignment.
+        let hm = unsafe { _mm256_loadu_si256(x.hmask.as_ptr().cast()) };
+        let mut q = [_mm512_setzero_si512(); 4];
+        let mut sc = [_mm512_setzero_si512(); 4];
+        for n in 0..2 {
+            // SAFETY: 32 bytes of `qs` from an offset inside the array;
+            // `loadu` needs no alignment.
+            let q2 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * n).cast()) };
+            for h in 0..2 {
+                let lo = group_avx2(q2, hm, n, 2 * h);
+                let hi = group_avx2(q2, hm, n, 2 * h + 1);
+                q[2 * n + h] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                // Scale index of each i16 lane: one sub-block of 16
+                // values per 128-bit lane.
+                let j = (8 * n + 4 * h) as i16;
+                let idx: [i16; 32] = std::array::from_fn(|e| j + (e / 8) as i16);
+                // SAFETY: `idx` is 64 readable bytes; `loadu` needs no
+                // alignment.
+                let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
+                sc[2 * n + h] = _mm512_permutexvar_epi16(idx, sc512);
             }
-            hsum_f32_256(acc)
         }
+        Unpacked { q, sc, sc16 }
+    }
 
-        /// One weight block unpacked for [`lanes_avx512`]: `q[k]` holds
-        /// values `64k..64k+64` as u8 in 0..8 (the order of the activation
-        /// bytes), `sc[k]` their four sub-block scales as i16, one per
-        /// 128-bit lane, and `sc16` all sixteen scales as i16.
-        struct Unpacked {
-            q: [__m512i; 4],
-            sc: [__m512i; 4],
-            sc16: __m256i,
+    /// Sixteen i32 lanes summing to the block's integer dot product.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn lanes_avx512(u: &Unpacked, y: &BlockQ8K) -> __m512i {
+        let mut acc = _mm512_setzero_si512();
+        for k in 0..4 {
+            // SAFETY: 64 bytes of `y.qs` from an offset inside the array;
+            // `loadu` needs no alignment.
+            let q8 = unsafe { _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()) };
+            acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u.q[k], q8), u.sc[k]);
         }
+        // SAFETY: 32 bytes of `bsums`; `loadu` needs no alignment.
+        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
+        let off = _mm512_zextsi256_si512(_mm256_madd_epi16(u.sc16, bs));
+        _mm512_sub_epi32(acc, _mm512_slli_epi32::<2>(off))
+    }
 
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn unpack_avx512(x: &BlockQ3K) -> Unpacked {
-            let scales = scales_i8(x);
-            // SAFETY: 16 bytes of `scales`; `loadu` needs no alignment.
-            let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(scales.as_ptr().cast()) });
-            let sc512 = _mm512_castsi256_si512(sc16);
-            // SAFETY: `hmask` is 32 readable bytes; `loadu` needs no
-            // alignment.
-            let hm = unsafe { _mm256_loadu_si256(x.hmask.as_ptr().cast()) };
-            let mut q = [_mm512_setzero_si512(); 4];
-            let mut sc = [_mm512_setzero_si512(); 4];
-            for n in 0..2 {
-                // SAFETY: 32 bytes of `qs` from an offset inside the array;
-                // `loadu` needs no alignment.
-                let q2 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * n).cast()) };
-                for h in 0..2 {
-                    let lo = group_avx2(q2, hm, n, 2 * h);
-                    let hi = group_avx2(q2, hm, n, 2 * h + 1);
-                    q[2 * n + h] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-                    // Scale index of each i16 lane: one sub-block of 16
-                    // values per 128-bit lane.
-                    let j = (8 * n + 4 * h) as i16;
-                    let idx: [i16; 32] = std::array::from_fn(|e| j + (e / 8) as i16);
-                    // SAFETY: `idx` is 64 readable bytes; `loadu` needs no
-                    // alignment.
-                    let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
-                    sc[2 * n + h] = _mm512_permutexvar_epi16(idx, sc512);
+    /// `M` weight rows against `N` activation rows, all of one length.
+    /// Each weight block is unpacked once for the `N` activation rows;
+    /// each of the `M * N` results is computed by the same operations
+    /// whatever `M` and `N` are, so every tile shape is bit-identical to
+    /// the one-row kernel.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
+        xs: [&[BlockQ3K]; M],
+        ys: [&[BlockQ8K]; N],
+    ) -> [[f32; N]; M] {
+        let nb = xs[0].len();
+        let mut acc = [[_mm512_setzero_ps(); N]; M];
+        for i in 0..nb {
+            // SAFETY: the features are enabled for this function.
+            let u: [Unpacked; M] = std::array::from_fn(|m| unsafe { unpack_avx512(&xs[m][i]) });
+            let dx: [f32; M] = std::array::from_fn(|m| f16c(xs[m][i].d));
+            for n in 0..N {
+                let by = &ys[n][i];
+                let dy = by.d();
+                for m in 0..M {
+                    let d = _mm512_set1_ps(dx[m] * dy);
+                    // SAFETY: the features are enabled for this function.
+                    let lanes = unsafe { lanes_avx512(&u[m], by) };
+                    let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
+                    acc[m][n] = _mm512_add_ps(acc[m][n], v);
                 }
             }
-            Unpacked { q, sc, sc16 }
         }
-
-        /// Sixteen i32 lanes summing to the block's integer dot product.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn lanes_avx512(u: &Unpacked, y: &BlockQ8K) -> __m512i {
-            let mut acc = _mm512_setzero_si512();
-            for k in 0..4 {
-                // SAFETY: 64 bytes of `y.qs` from an offset inside the array;
-                // `loadu` needs no alignment.
-                let q8 = unsafe { _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()) };
-                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u.q[k], q8), u.sc[k]);
+        let mut out = [[0.0f32; N]; M];
+        for m in 0..M {
+            for n in 0..N {
+                out[m][n] = hsum_f32_512(acc[m][n]);
             }
-            // SAFETY: 32 bytes of `bsums`; `loadu` needs no alignment.
-            let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
-            let off = _mm512_zextsi256_si512(_mm256_madd_epi16(u.sc16, bs));
-            _mm512_sub_epi32(acc, _mm512_slli_epi32::<2>(off))
         }
-
-        /// `M` weight rows against `N` activation rows, all of one length.
-        /// Each weight block is unpacked once for the `N` activation rows;
-        /// each of the `M * N` results is computed by the same operations
-        /// whatever `M` and `N` are, so every tile shape is bit-identical to
-        /// the one-row kernel.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn avx512_tile<const M: usize, const N: usize>(
-            xs: [&[BlockQ3K]; M],
-            ys: [&[BlockQ8K]; N],
-        ) -> [[f32; N]; M] {
-            let nb = xs[0].len();
-            let mut acc = [[_mm512_setzero_ps(); N]; M];
-            for i in 0..nb {
-                // SAFETY: the features are enabled for this function.
-                let u: [Unpacked; M] = std::array::from_fn(|m| unsafe { unpack_avx512(&xs[m][i]) });
-                let dx: [f32; M] = std::array::from_fn(|m| f16c(xs[m][i].d));
-                for n in 0..N {
-                    let by = &ys[n][i];
-                    let dy = by.d();
-                    for m in 0..M {
-                        let d = _mm512_set1_ps(dx[m] * dy);
-                        // SAFETY: the features are enabled for this function.
-                        let lanes = unsafe { lanes_avx512(&u[m], by) };
-                        let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
-                        acc[m][n] = _mm512_add_ps(acc[m][n], v);
-                    }
-                }
-            }
-            let mut out = [[0.0f32; N]; M];
-            for m in 0..M {
-                for n in 0..N {
-                    out[m][n] = hsum_f32_512(acc[m][n]);
-                }
-            }
-            out
-        }
+        out
     }
 }

@@ -11,9 +11,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::kquants::{get_scale_min_k4, make_qkx2_quants, nearest_int, pack_scale_min_k4};
 use super::q8_k::BlockQ8K;
-use super::{
-    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot, QK_K,
-};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError, QK_K};
 
 /// Bytes of packed scales and mins (`K_SCALE_SIZE`).
 pub const K_SCALE_SIZE: usize = 12;
@@ -216,535 +214,398 @@ fn scalar_row(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 
 /// The dot product of a Q4_K weight row with a Q8_K activation row: ggml's
 /// `ggml_vec_dot_q4_K_q8_K_generic`, or the SIMD variant of this CPU (picked
-/// once, see [`simd`]).
+/// once, see [`super::simd`]).
 pub fn vec_dot_q4_K_q8_K(x: &[BlockQ4K], y: &[BlockQ8K]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok(simd::dispatch()(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockQ4K {
-    const FORMAT: Format = Format::Q4_K;
-    const QK: usize = QK_K;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q4_K(x, y)
-    }
+super::impl_block!(BlockQ4K, Q4_K, QK_K, dequantize_row_q4_K, quantize_row_q4_K);
+
+super::simd::impl_simd_dot!(
+    BlockQ4K, BlockQ8K, isum: (i32, i32),
+    scalar: scalar_row, scalar_isums,
+    avx2: x86::avx2_row::<BlockQ4K>, x86::isums_avx2::<BlockQ4K>,
+    avx512: x86::avx512_tile, x86::isums_avx512_vnni::<BlockQ4K>,
+);
+
+fn scalar_isums(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
+    let (aux32, sumi) = block_isums(x, y);
+    (aux32.iter().sum(), sumi)
 }
 
-impl Quantize for BlockQ4K {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q4_K(x, y)
-    }
-}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::unpacked_avx512;
 
-impl VecDot<BlockQ8K> for BlockQ4K {
-    fn vec_dot(w: &[Self], a: &[BlockQ8K]) -> Result<f32, QuantError> {
-        vec_dot_q4_K_q8_K(w, a)
-    }
-}
-
-/// SIMD variants of `vec_dot_q4_K_q8_K`, picked at run time once.
+/// SIMD variants of `vec_dot_q4_K_q8_K`, chosen by [`super::simd`].
 ///
 /// Per block they form the same two integers as the scalar code, exactly:
 /// `sum_j sc_j * sum_{i in j} q4_i * q8_i` (nibbles times i8 via `maddubs`,
 /// at most 2 * 15 * 128 per i16 pair, so it never saturates, then scaled
 /// into i32 lanes by `madd` or VNNI's `vpdpwssd`) and
-/// `sum_j bsum_j * m_{j/2}`; [`simd::isum_kernel`] exposes
+/// `sum_j bsum_j * m_{j/2}`; the `isum` kernel exposes
 /// them for testing. The f32 part (`d * isum - dmin * summ`) is kept in
 /// per-lane partial sums, so the row result differs from the scalar loop by
 /// rounding only.
 ///
-/// Tiles for the matmul: [`simd::kernel4`] (one weight row, four activation
-/// rows), [`simd::kernel_rows4`] (four weight rows, one activation row) and
-/// [`simd::kernel2x4`]. The AVX-512 variants share each unpacked weight
-/// block across the activation rows and each loaded activation block across
-/// the weight rows; every output is computed with exactly the operations of
-/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
-/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
-/// variants need F16C too (for the f16 scales).
-pub mod simd {
-    use std::sync::OnceLock;
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use std::arch::x86_64::*;
 
     use super::{BlockQ4K, BlockQ8K};
+    use crate::quant::x86_util::{f16c, hsum_f32_256, hsum_f32_512, hsum_i32_256, hsum_i32_512};
+    use crate::quant::BlockQ5K;
 
-    /// A dot product over two rows already checked to have equal length.
-    pub type Kernel = fn(&[BlockQ4K], &[BlockQ8K]) -> f32;
-    /// One weight row against four activation rows, all of equal length.
-    pub type Kernel4 = fn(&[BlockQ4K], [&[BlockQ8K]; 4]) -> [f32; 4];
-    /// Four weight rows against one activation row, all of equal length
-    /// (the one-token matmul).
-    pub type KernelRows4 = fn([&[BlockQ4K]; 4], &[BlockQ8K]) -> [f32; 4];
-    /// Two weight rows against four activation rows, all of equal length.
-    pub type Kernel2x4 = fn([&[BlockQ4K]; 2], [&[BlockQ8K]; 4]) -> [[f32; 4]; 2];
-    /// `(sum_j sc_j * dot_j, sum_j bsum_j * m_{j/2})` of one pair of blocks.
-    pub type IsumKernel = fn(&BlockQ4K, &BlockQ8K) -> (i32, i32);
-
-    /// The ISAs this module has a variant for, best last.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Isa {
-        Scalar,
-        Avx2,
-        Avx512Vnni,
+    /// A block laid out as Q4_K: f16 `d` and `dmin`, 12 bytes of 6-bit
+    /// scales and mins, 128 bytes of nibbles, and for Q5_K the fifth bits
+    /// in `qh`. The two formats differ only there, so every kernel below
+    /// serves both; `QH` is a constant, so Q4_K's code has no trace of the
+    /// fifth bits.
+    pub(crate) trait Q4KLayout {
+        /// Whether the quants have a fifth bit in `qh` (Q5_K).
+        const QH: bool;
+        fn d(&self) -> [u8; 2];
+        fn dmin(&self) -> [u8; 2];
+        fn scales(&self) -> &[u8; 12];
+        fn qs(&self) -> &[u8; 128];
+        /// The fifth bits; read only when `QH`.
+        fn qh(&self) -> &[u8; 32];
     }
 
-    fn scalar_isums(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
-        let (aux32, sumi) = super::block_isums(x, y);
-        (aux32.iter().sum(), sumi)
-    }
-
-    fn scalar_rows4(xs: [&[BlockQ4K]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-        xs.map(|x| super::scalar_row(x, y))
-    }
-
-    fn scalar2x4(xs: [&[BlockQ4K]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-        xs.map(|x| scalar4(x, ys))
-    }
-
-    fn scalar4(x: &[BlockQ4K], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-        ys.map(|y| super::scalar_row(x, y))
-    }
-
-    /// The ISAs usable on this CPU, scalar first.
-    pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
-            .into_iter()
-            .filter(|&isa| kernel(isa).is_some())
-            .collect()
-    }
-
-    /// The row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel(isa: Isa) -> Option<Kernel> {
-        match isa {
-            Isa::Scalar => Some(super::scalar_row as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2 as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni as Kernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    impl Q4KLayout for BlockQ4K {
+        const QH: bool = false;
+        fn d(&self) -> [u8; 2] {
+            self.d
+        }
+        fn dmin(&self) -> [u8; 2] {
+            self.dmin
+        }
+        fn scales(&self) -> &[u8; 12] {
+            &self.scales
+        }
+        fn qs(&self) -> &[u8; 128] {
+            &self.qs
+        }
+        fn qh(&self) -> &[u8; 32] {
+            &[0; 32]
         }
     }
 
-    /// The four-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel4(isa: Isa) -> Option<Kernel4> {
-        match isa {
-            Isa::Scalar => Some(scalar4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_4 as Kernel4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    impl Q4KLayout for BlockQ5K {
+        const QH: bool = true;
+        fn d(&self) -> [u8; 2] {
+            self.d
+        }
+        fn dmin(&self) -> [u8; 2] {
+            self.dmin
+        }
+        fn scales(&self) -> &[u8; 12] {
+            &self.scales
+        }
+        fn qs(&self) -> &[u8; 128] {
+            &self.qs
+        }
+        fn qh(&self) -> &[u8; 32] {
+            &self.qh
         }
     }
 
-    /// The four-weight-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel_rows4(isa: Isa) -> Option<KernelRows4> {
-        match isa {
-            Isa::Scalar => Some(scalar_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => {
-                x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_rows4 as KernelRows4)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    /// The fifth bits of `qs[32k..32k+32]`'s low and high nibbles as
+    /// bytes 0 or 16, given `h` = the `qh` bytes shifted right by `2k`
+    /// (bits 0 and 1 of each byte; [`_mm256_srli_epi16`] by up to 6 never
+    /// moves a bit of the neighbouring byte into them).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn fifth_bits(h: __m256i) -> (__m256i, __m256i) {
+        let bit4 = _mm256_set1_epi8(0x10);
+        (
+            _mm256_and_si256(_mm256_slli_epi16::<4>(h), bit4),
+            _mm256_and_si256(_mm256_slli_epi16::<3>(h), bit4),
+        )
+    }
+
+    /// The quants of `qs[32k..32k+32]` as bytes: values `64k..64k+32`
+    /// (low nibbles) and `64k+32..64k+64` (high nibbles), each with its
+    /// fifth bit from `h` (the `qh` bytes shifted right by `2k`, advanced
+    /// here) when the format has one.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quants_avx2<B: Q4KLayout>(x: &B, k: usize, h: &mut __m256i) -> (__m256i, __m256i) {
+        let mask = _mm256_set1_epi8(0x0F);
+        // SAFETY: 32 bytes of `qs` from an offset inside the array; `loadu`
+        // needs no alignment.
+        let q4 = unsafe { _mm256_loadu_si256(x.qs().as_ptr().add(32 * k).cast()) };
+        let lo = _mm256_and_si256(q4, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
+        if !B::QH {
+            return (lo, hi);
+        }
+        let (h_lo, h_hi) = fifth_bits(*h);
+        *h = _mm256_srli_epi16::<2>(*h);
+        (_mm256_or_si256(lo, h_lo), _mm256_or_si256(hi, h_hi))
+    }
+
+    /// The `qh` bytes for [`quants_avx2`] (zero without fifth bits).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn high_bits<B: Q4KLayout>(x: &B) -> __m256i {
+        if B::QH {
+            // SAFETY: `qh` is 32 readable bytes; `loadu` needs no alignment.
+            unsafe { _mm256_loadu_si256(x.qh().as_ptr().cast()) }
+        } else {
+            _mm256_setzero_si256()
         }
     }
 
-    /// The two-by-four kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel2x4(isa: Isa) -> Option<Kernel2x4> {
-        match isa {
-            Isa::Scalar => Some(scalar2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_2x4 as Kernel2x4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
+    /// `sum_j bsum_j * m_{j/2}`, and the 8 sub-block scales.
+    #[inline(always)]
+    fn mins_and_scales<B: Q4KLayout>(x: &B, y: &BlockQ8K) -> (i32, [u8; 8]) {
+        let (scales, mins) = scales_mins(x);
+        let mut summ = 0i32;
+        for j in 0..8 {
+            summ += (y.bsum(2 * j) as i32 + y.bsum(2 * j + 1) as i32) * mins[j] as i32;
         }
+        (summ, scales)
     }
 
-    /// The per-block integer kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn isum_kernel(isa: Isa) -> Option<IsumKernel> {
-        match isa {
-            Isa::Scalar => Some(scalar_isums as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::isums_avx2 as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::isums_avx512_vnni as IsumKernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    pub(crate) unsafe fn isums_avx2<B: Q4KLayout>(x: &B, y: &BlockQ8K) -> (i32, i32) {
+        let (summ, scales) = mins_and_scales(x, y);
+        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
+        let lanes = unsafe { lanes_avx2(x, y, &scales) };
+        // SAFETY: as above.
+        (unsafe { hsum_i32_256(lanes) }, summ)
     }
 
-    /// The best ISA of this CPU, chosen on first use and cached.
-    pub fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
-    }
-
-    pub(crate) fn dispatch() -> Kernel {
-        static KERNEL: OnceLock<Kernel> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel(best()).unwrap_or(super::scalar_row))
-    }
-
-    pub(crate) fn dispatch_rows4() -> KernelRows4 {
-        static KERNEL: OnceLock<KernelRows4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel_rows4(best()).unwrap_or(scalar_rows4))
-    }
-
-    pub(crate) fn dispatch2x4() -> Kernel2x4 {
-        static KERNEL: OnceLock<Kernel2x4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel2x4(best()).unwrap_or(scalar2x4))
-    }
-
-    pub(crate) fn dispatch4() -> Kernel4 {
-        static KERNEL: OnceLock<Kernel4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel4(best()).unwrap_or(scalar4))
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) use x86::unpacked_avx512;
-
-    #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        use std::arch::x86_64::*;
-
-        use super::{BlockQ4K, BlockQ8K};
-        use crate::quant::x86_util::{
-            f16c, has_avx512_vnni, hsum_f32_256, hsum_f32_512, hsum_i32_256, hsum_i32_512,
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
+    pub(crate) unsafe fn isums_avx512_vnni<B: Q4KLayout>(x: &B, y: &BlockQ8K) -> (i32, i32) {
+        let (summ, scales) = mins_and_scales(x, y);
+        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's contract).
+        let lanes = unsafe {
+            let (q4, sc) = unpack_avx512(x, &scales);
+            lanes_avx512(&q4, &sc, y)
         };
+        // SAFETY: as above.
+        (unsafe { hsum_i32_512(lanes) }, summ)
+    }
 
-        /// Proof that AVX2 and F16C are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx2(());
-        impl Avx2 {
-            pub fn new() -> Option<Self> {
-                (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
-                    .then_some(Avx2(()))
-            }
-        }
-
-        /// Proof that AVX-512 F/BW/VL with VNNI, and F16C, are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx512Vnni(());
-        impl Avx512Vnni {
-            pub fn new() -> Option<Self> {
-                has_avx512_vnni().then_some(Avx512Vnni(()))
-            }
-        }
-
-        /// `sum_j bsum_j * m_{j/2}`, and the 8 sub-block scales.
-        #[inline(always)]
-        fn mins_and_scales(x: &BlockQ4K, y: &BlockQ8K) -> (i32, [u8; 8]) {
-            let (scales, mins) = scales_mins(x);
-            let mut summ = 0i32;
-            for j in 0..8 {
-                summ += (y.bsum(2 * j) as i32 + y.bsum(2 * j + 1) as i32) * mins[j] as i32;
-            }
-            (summ, scales)
-        }
-
-        pub fn avx2(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { avx2_row(x, y) },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx2_rows4(xs: [&[BlockQ4K]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-            xs.map(|x| avx2(x, y))
-        }
-
-        pub fn avx2_2x4(xs: [&[BlockQ4K]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-            xs.map(|x| avx2_4(x, ys))
-        }
-
-        pub fn avx2_4(x: &[BlockQ4K], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            ys.map(|y| avx2(x, y))
-        }
-
-        pub fn isums_avx2(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
-            match Avx2::new() {
-                Some(_) => {
-                    let (summ, scales) = mins_and_scales(x, y);
-                    // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                    let lanes = unsafe { lanes_avx2(x, y, &scales) };
-                    // SAFETY: as above.
-                    (unsafe { hsum_i32_256(lanes) }, summ)
-                }
-                None => super::scalar_isums(x, y),
-            }
-        }
-
-        pub fn avx512_vnni(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 1>([x], [y])[0][0] },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx512_vnni_rows4(xs: [&[BlockQ4K]; 4], y: &[BlockQ8K]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<4, 1>(xs, [y]).map(|r| r[0]) },
-                None => super::scalar_rows4(xs, y),
-            }
-        }
-
-        pub fn avx512_vnni_2x4(xs: [&[BlockQ4K]; 2], ys: [&[BlockQ8K]; 4]) -> [[f32; 4]; 2] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<2, 4>(xs, ys) },
-                None => super::scalar2x4(xs, ys),
-            }
-        }
-
-        pub fn avx512_vnni_4(x: &[BlockQ4K], ys: [&[BlockQ8K]; 4]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 4>([x], ys)[0] },
-                None => super::scalar4(x, ys),
-            }
-        }
-
-        pub fn isums_avx512_vnni(x: &BlockQ4K, y: &BlockQ8K) -> (i32, i32) {
-            match Avx512Vnni::new() {
-                Some(_) => {
-                    let (summ, scales) = mins_and_scales(x, y);
-                    // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                    let lanes = unsafe {
-                        let (q4, sc) = unpack_avx512(x, &scales);
-                        lanes_avx512(&q4, &sc, y)
-                    };
-                    // SAFETY: as above.
-                    (unsafe { hsum_i32_512(lanes) }, summ)
-                }
-                None => super::scalar_isums(x, y),
-            }
-        }
-
-        /// Eight i32 lanes summing to `sum_j sc_j * sum_{i in j} q4_i * q8_i`.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn lanes_avx2(x: &BlockQ4K, y: &BlockQ8K, scales: &[u8; 8]) -> __m256i {
-            let mask = _mm256_set1_epi8(0x0F);
-            let mut acc = _mm256_setzero_si256();
-            for k in 0..4 {
-                // SAFETY: 32 bytes of `qs` and 2 x 32 bytes of `y.qs` from
-                // offsets inside the arrays; `loadu` needs no alignment.
-                let (q4, q8_lo, q8_hi) = unsafe {
-                    (
-                        _mm256_loadu_si256(x.qs.as_ptr().add(32 * k).cast()),
-                        _mm256_loadu_si256(y.qs.as_ptr().add(64 * k).cast()),
-                        _mm256_loadu_si256(y.qs.as_ptr().add(64 * k + 32).cast()),
-                    )
-                };
-                let lo = _mm256_and_si256(q4, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
-                let p_lo = _mm256_maddubs_epi16(lo, q8_lo);
-                let p_hi = _mm256_maddubs_epi16(hi, q8_hi);
-                let s_lo = _mm256_set1_epi16(scales[2 * k] as i16);
-                let s_hi = _mm256_set1_epi16(scales[2 * k + 1] as i16);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_lo, s_lo));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_hi, s_hi));
-            }
-            acc
-        }
-
-        /// # Safety
-        /// The CPU must support AVX2 and F16C.
-        #[target_feature(enable = "avx2,f16c")]
-        unsafe fn avx2_row(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            let mut summ = 0.0f32;
-            for (bx, by) in x.iter().zip(y) {
-                let (mins, scales) = mins_and_scales(bx, by);
-                let d = _mm256_set1_ps(f16c(bx.d) * by.d());
-                // SAFETY: AVX2 is enabled for this function.
-                let lanes = unsafe { lanes_avx2(bx, by, &scales) };
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
-                summ -= f16c(bx.dmin) * by.d() * mins as f32;
-            }
-            hsum_f32_256(acc) + summ
-        }
-
-        /// Everything [`avx512_tile`] derives from one weight block before
-        /// it reads activations: the nibbles and scales of
-        /// [`unpack_avx512`], the mins as i16 for [`summ_avx2`], and the two
-        /// super-block scales as f32 (for `crate::packed`, which computes
-        /// each output with the tile's operations from these).
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        pub(crate) unsafe fn unpacked_avx512(
-            x: &BlockQ4K,
-        ) -> ([__m512i; 4], [__m512i; 4], __m256i, f32, f32) {
-            let (scales, mins) = scales_mins(x);
-            // SAFETY: the features are enabled for this function.
-            let (q, sc) = unsafe { unpack_avx512(x, &scales) };
-            (q, sc, mins_i16(&mins), f16c(x.d), f16c(x.dmin))
-        }
-
-        /// The block's nibbles and sub-block scales for [`lanes_avx512`]:
-        /// register `k` holds values `64k..64k+64` (the low nibbles of
-        /// `qs[32k..32k+32]`, then the high ones: the order of the
-        /// activation bytes), and their two scales as i16, one per half.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn unpack_avx512(x: &BlockQ4K, scales: &[u8; 8]) -> ([__m512i; 4], [__m512i; 4]) {
-            let mask = _mm256_set1_epi8(0x0F);
-            let mut q = [_mm512_setzero_si512(); 4];
-            let mut sc = [_mm512_setzero_si512(); 4];
-            for k in 0..4 {
-                // SAFETY: 32 bytes of `qs` from an offset inside the array;
-                // `loadu` needs no alignment.
-                let q4 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * k).cast()) };
-                let lo = _mm256_and_si256(q4, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), mask);
-                q[k] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-                sc[k] = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_set1_epi16(scales[2 * k] as i16)),
-                    _mm256_set1_epi16(scales[2 * k + 1] as i16),
-                );
-            }
-            (q, sc)
-        }
-
-        /// Sixteen i32 lanes summing to `sum_j sc_j * sum_{i in j} q4_i * q8_i`:
-        /// per 64 values, `maddubs` (nibble x i8 pairs to i16, at most
-        /// 2 * 15 * 128, no saturation) then `vpdpwssd` multiplies the pairs
-        /// by the sub-block scale and adds them into the i32 lanes.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn lanes_avx512(q: &[__m512i; 4], sc: &[__m512i; 4], y: &BlockQ8K) -> __m512i {
-            let mut acc = _mm512_setzero_si512();
-            for k in 0..4 {
-                // SAFETY: 64 bytes of `y.qs` from an offset inside the array;
-                // `loadu` needs no alignment.
-                let q8 = unsafe { _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()) };
-                acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[k], q8), sc[k]);
-            }
-            acc
-        }
-
-        /// The 8 sub-block scales and mins (`get_scale_min_k4` for
-        /// `j = 0..8`), unpacked branch-free on four u32 words as ggml's
-        /// x86 kernels do: bytes 0..4 hold the low 6 bits of scales 0..4,
-        /// 4..8 those of mins 0..4, 8..12 the low nibbles of scales 4..8
-        /// and mins 4..8, whose top 2 bits are the top bits of bytes 0..8.
-        #[inline(always)]
-        fn scales_mins(x: &BlockQ4K) -> ([u8; 8], [u8; 8]) {
-            const KMASK1: u32 = 0x3f3f_3f3f;
-            const KMASK2: u32 = 0x0f0f_0f0f;
-            const KMASK3: u32 = 0x0303_0303;
-            let word = |i: usize| {
-                u32::from_le_bytes([
-                    x.scales[4 * i],
-                    x.scales[4 * i + 1],
-                    x.scales[4 * i + 2],
-                    x.scales[4 * i + 3],
-                ])
+    /// Eight i32 lanes summing to `sum_j sc_j * sum_{i in j} q_i * q8_i`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_avx2<B: Q4KLayout>(x: &B, y: &BlockQ8K, scales: &[u8; 8]) -> __m256i {
+        let mut acc = _mm256_setzero_si256();
+        // SAFETY: AVX2 is enabled for this function.
+        let mut h = unsafe { high_bits(x) };
+        for k in 0..4 {
+            // SAFETY: as above.
+            let (lo, hi) = unsafe { quants_avx2(x, k, &mut h) };
+            // SAFETY: 2 x 32 bytes of `y.qs` from offsets inside the array;
+            // `loadu` needs no alignment.
+            let (q8_lo, q8_hi) = unsafe {
+                (
+                    _mm256_loadu_si256(y.qs.as_ptr().add(64 * k).cast()),
+                    _mm256_loadu_si256(y.qs.as_ptr().add(64 * k + 32).cast()),
+                )
             };
-            let (u0, u1, u2) = (word(0), word(1), word(2));
-            let scales_lo = u0 & KMASK1;
-            let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
-            let mins_lo = u1 & KMASK1;
-            let mins_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
-            let join = |lo: u32, hi: u32| (lo as u64 | (hi as u64) << 32).to_le_bytes();
-            (join(scales_lo, scales_hi), join(mins_lo, mins_hi))
+            let p_lo = _mm256_maddubs_epi16(lo, q8_lo);
+            let p_hi = _mm256_maddubs_epi16(hi, q8_hi);
+            let s_lo = _mm256_set1_epi16(scales[2 * k] as i16);
+            let s_hi = _mm256_set1_epi16(scales[2 * k + 1] as i16);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_lo, s_lo));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p_hi, s_hi));
         }
+        acc
+    }
 
-        /// `sum_j bsum_j * m_{j/2}` as `madd` of the 16 group sums with
-        /// `mins16` (each min twice, from [`mins_i16`]): exact, each i32
-        /// lane at most 2 * 2048 * 63.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn summ_avx2(mins16: __m256i, y: &BlockQ8K) -> i32 {
-            // SAFETY: `bsums` is 32 readable bytes; `loadu` needs no
-            // alignment.
-            let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
-            hsum_i32_256(_mm256_madd_epi16(bs, mins16))
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(crate) unsafe fn avx2_row<B: Q4KLayout>(x: &[B], y: &[BlockQ8K]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut summ = 0.0f32;
+        for (bx, by) in x.iter().zip(y) {
+            let (mins, scales) = mins_and_scales(bx, by);
+            let d = _mm256_set1_ps(f16c(bx.d()) * by.d());
+            // SAFETY: AVX2 is enabled for this function.
+            let lanes = unsafe { lanes_avx2(bx, by, &scales) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+            summ -= f16c(bx.dmin()) * by.d() * mins as f32;
         }
+        hsum_f32_256(acc) + summ
+    }
 
-        /// The 8 mins as 16 i16 lanes, lane `l` holding `m_{l/2}`.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        fn mins_i16(mins: &[u8; 8]) -> __m256i {
-            let m = _mm_set1_epi64x(u64::from_le_bytes(*mins) as i64);
-            _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m))
+    /// Everything [`avx512_tile`] derives from one weight block before
+    /// it reads activations: the nibbles and scales of
+    /// [`unpack_avx512`], the mins as i16 for [`summ_avx2`], and the two
+    /// super-block scales as f32 (for `crate::packed`, which computes
+    /// each output with the tile's operations from these).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub(crate) unsafe fn unpacked_avx512<B: Q4KLayout>(
+        x: &B,
+    ) -> ([__m512i; 4], [__m512i; 4], __m256i, f32, f32) {
+        let (scales, mins) = scales_mins(x);
+        // SAFETY: the features are enabled for this function.
+        let (q, sc) = unsafe { unpack_avx512(x, &scales) };
+        (q, sc, mins_i16(&mins), f16c(x.d()), f16c(x.dmin()))
+    }
+
+    /// The block's nibbles and sub-block scales for [`lanes_avx512`]:
+    /// register `k` holds values `64k..64k+64` (the low nibbles of
+    /// `qs[32k..32k+32]`, then the high ones: the order of the
+    /// activation bytes), and their two scales as i16, one per half.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn unpack_avx512<B: Q4KLayout>(x: &B, scales: &[u8; 8]) -> ([__m512i; 4], [__m512i; 4]) {
+        let mut q = [_mm512_setzero_si512(); 4];
+        let mut sc = [_mm512_setzero_si512(); 4];
+        // SAFETY: the features are enabled for this function.
+        let mut h = unsafe { high_bits(x) };
+        for k in 0..4 {
+            // SAFETY: as above.
+            let (lo, hi) = unsafe { quants_avx2(x, k, &mut h) };
+            q[k] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            sc[k] = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_set1_epi16(scales[2 * k] as i16)),
+                _mm256_set1_epi16(scales[2 * k + 1] as i16),
+            );
         }
+        (q, sc)
+    }
 
-        /// `M` weight rows against `N` activation rows, all of one length.
-        /// Each weight block is unpacked once for the `N` activation rows;
-        /// each of the `M * N` results is computed by the same operations
-        /// whatever `M` and `N` are, so every tile shape is bit-identical to
-        /// the one-row kernel.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn avx512_tile<const M: usize, const N: usize>(
-            xs: [&[BlockQ4K]; M],
-            ys: [&[BlockQ8K]; N],
-        ) -> [[f32; N]; M] {
-            let nb = xs[0].len();
-            let mut acc = [[_mm512_setzero_ps(); N]; M];
-            let mut sum_min = [[0.0f32; N]; M];
-            for i in 0..nb {
-                let mut q = [[_mm512_setzero_si512(); 4]; M];
-                let mut sc = [[_mm512_setzero_si512(); 4]; M];
-                let mut mins16 = [_mm256_setzero_si256(); M];
-                let mut dx = [0.0f32; M];
-                let mut dmx = [0.0f32; M];
-                for m in 0..M {
-                    let bx = &xs[m][i];
-                    let (scales, mins) = scales_mins(bx);
-                    // SAFETY: the features are enabled for this function.
-                    (q[m], sc[m]) = unsafe { unpack_avx512(bx, &scales) };
-                    mins16[m] = mins_i16(&mins);
-                    (dx[m], dmx[m]) = (f16c(bx.d), f16c(bx.dmin));
-                }
-                for n in 0..N {
-                    let by = &ys[n][i];
-                    let dy = by.d();
-                    for m in 0..M {
-                        // SAFETY: the features are enabled for this function.
-                        let (lanes, summ) =
-                            unsafe { (lanes_avx512(&q[m], &sc[m], by), summ_avx2(mins16[m], by)) };
-                        let d = _mm512_set1_ps(dx[m] * dy);
-                        let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
-                        acc[m][n] = _mm512_add_ps(acc[m][n], v);
-                        sum_min[m][n] -= dmx[m] * dy * summ as f32;
-                    }
-                }
-            }
-            let mut out = [[0.0f32; N]; M];
+    /// Sixteen i32 lanes summing to `sum_j sc_j * sum_{i in j} q_i * q8_i`:
+    /// per 64 values, `maddubs` (4- or 5-bit x i8 pairs to i16, at most
+    /// 2 * 31 * 128, no saturation) then `vpdpwssd` multiplies the pairs
+    /// by the sub-block scale and adds them into the i32 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn lanes_avx512(q: &[__m512i; 4], sc: &[__m512i; 4], y: &BlockQ8K) -> __m512i {
+        let mut acc = _mm512_setzero_si512();
+        for k in 0..4 {
+            // SAFETY: 64 bytes of `y.qs` from an offset inside the array;
+            // `loadu` needs no alignment.
+            let q8 = unsafe { _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()) };
+            acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[k], q8), sc[k]);
+        }
+        acc
+    }
+
+    /// The 8 sub-block scales and mins (`get_scale_min_k4` for
+    /// `j = 0..8`), unpacked branch-free on four u32 words as ggml's
+    /// x86 kernels do: bytes 0..4 hold the low 6 bits of scales 0..4,
+    /// 4..8 those of mins 0..4, 8..12 the low nibbles of scales 4..8
+    /// and mins 4..8, whose top 2 bits are the top bits of bytes 0..8.
+    #[inline(always)]
+    fn scales_mins<B: Q4KLayout>(x: &B) -> ([u8; 8], [u8; 8]) {
+        const KMASK1: u32 = 0x3f3f_3f3f;
+        const KMASK2: u32 = 0x0f0f_0f0f;
+        const KMASK3: u32 = 0x0303_0303;
+        let s = x.scales();
+        let word =
+            |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+        let (u0, u1, u2) = (word(0), word(1), word(2));
+        let scales_lo = u0 & KMASK1;
+        let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
+        let mins_lo = u1 & KMASK1;
+        let mins_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
+        let join = |lo: u32, hi: u32| (lo as u64 | (hi as u64) << 32).to_le_bytes();
+        (join(scales_lo, scales_hi), join(mins_lo, mins_hi))
+    }
+
+    /// `sum_j bsum_j * m_{j/2}` as `madd` of the 16 group sums with
+    /// `mins16` (each min twice, from [`mins_i16`]): exact, each i32
+    /// lane at most 2 * 2048 * 63.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn summ_avx2(mins16: __m256i, y: &BlockQ8K) -> i32 {
+        // SAFETY: `bsums` is 32 readable bytes; `loadu` needs no
+        // alignment.
+        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
+        hsum_i32_256(_mm256_madd_epi16(bs, mins16))
+    }
+
+    /// The 8 mins as 16 i16 lanes, lane `l` holding `m_{l/2}`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn mins_i16(mins: &[u8; 8]) -> __m256i {
+        let m = _mm_set1_epi64x(u64::from_le_bytes(*mins) as i64);
+        _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m))
+    }
+
+    /// `M` weight rows against `N` activation rows, all of one length.
+    /// Each weight block is unpacked once for the `N` activation rows;
+    /// each of the `M * N` results is computed by the same operations
+    /// whatever `M` and `N` are, so every tile shape is bit-identical to
+    /// the one-row kernel.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub(crate) unsafe fn avx512_tile<B: Q4KLayout, const M: usize, const N: usize>(
+        xs: [&[B]; M],
+        ys: [&[BlockQ8K]; N],
+    ) -> [[f32; N]; M] {
+        let nb = xs[0].len();
+        let mut acc = [[_mm512_setzero_ps(); N]; M];
+        let mut sum_min = [[0.0f32; N]; M];
+        for i in 0..nb {
+            let mut q = [[_mm512_setzero_si512(); 4]; M];
+            let mut sc = [[_mm512_setzero_si512(); 4]; M];
+            let mut mins16 = [_mm256_setzero_si256(); M];
+            let mut dx = [0.0f32; M];
+            let mut dmx = [0.0f32; M];
             for m in 0..M {
-                for n in 0..N {
-                    out[m][n] = hsum_f32_512(acc[m][n]) + sum_min[m][n];
+                let bx = &xs[m][i];
+                let (scales, mins) = scales_mins(bx);
+                // SAFETY: the features are enabled for this function.
+                (q[m], sc[m]) = unsafe { unpack_avx512(bx, &scales) };
+                mins16[m] = mins_i16(&mins);
+                (dx[m], dmx[m]) = (f16c(bx.d()), f16c(bx.dmin()));
+            }
+            for n in 0..N {
+                let by = &ys[n][i];
+                let dy = by.d();
+                for m in 0..M {
+                    // SAFETY: the features are enabled for this function.
+                    let (lanes, summ) =
+                        unsafe { (lanes_avx512(&q[m], &sc[m], by), summ_avx2(mins16[m], by)) };
+                    let d = _mm512_set1_ps(dx[m] * dy);
+                    let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
+                    acc[m][n] = _mm512_add_ps(acc[m][n], v);
+                    sum_min[m][n] -= dmx[m] * dy * summ as f32;
                 }
             }
-            out
         }
+        let mut out = [[0.0f32; N]; M];
+        for m in 0..M {
+            for n in 0..N {
+                out[m][n] = hsum_f32_512(acc[m][n]) + sum_min[m][n];
+            }
+        }
+        out
     }
 }

@@ -8,9 +8,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::q8_0::BlockQ8_0;
-use super::{
-    check_len, check_pair, f16_bytes, f16_le, Block, Format, QuantError, Quantize, VecDot,
-};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError};
 
 /// Values per block (`QK5_0`).
 pub const QK5_0: usize = 32;
@@ -119,33 +117,27 @@ fn scalar_row(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
 
 /// The dot product of a Q5_0 weight row with a Q8_0 activation row: ggml's
 /// `ggml_vec_dot_q5_0_q8_0_generic`, or the SIMD variant of this CPU (picked
-/// once, see [`simd`]).
+/// once, see [`super::simd`]).
 pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> Result<f32, QuantError> {
-    check_pair(x, y)?;
-    Ok(simd::dispatch()(x, y))
+    super::simd::vec_dot(x, y)
 }
 
-impl Block for BlockQ5_0 {
-    const FORMAT: Format = Format::Q5_0;
-    const QK: usize = QK5_0;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q5_0(x, y)
-    }
-}
+super::impl_block!(
+    BlockQ5_0,
+    Q5_0,
+    QK5_0,
+    dequantize_row_q5_0,
+    quantize_row_q5_0
+);
 
-impl Quantize for BlockQ5_0 {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q5_0(x, y)
-    }
-}
+super::simd::impl_simd_dot!(
+    BlockQ5_0, BlockQ8_0, isum: i32,
+    scalar: scalar_row, block_isum,
+    avx2: x86::avx2_row, x86::isum_avx2,
+    avx512: x86::avx512_tile, x86::isum_avx512_vnni,
+);
 
-impl VecDot<BlockQ8_0> for BlockQ5_0 {
-    fn vec_dot(w: &[Self], a: &[BlockQ8_0]) -> Result<f32, QuantError> {
-        vec_dot_q5_0_q8_0(w, a)
-    }
-}
-
-/// SIMD variants of `vec_dot_q5_0_q8_0`, picked at run time once.
+/// SIMD variants of `vec_dot_q5_0_q8_0`, chosen by [`super::simd`].
 ///
 /// Both rebuild the 5-bit quants of a block in value order (low nibbles,
 /// high nibbles, the fifth bits spread to bytes from `qh`). The AVX2 variant
@@ -153,413 +145,190 @@ impl VecDot<BlockQ8_0> for BlockQ5_0 {
 /// `madd`; the AVX-512 one takes two blocks per `vpdpbusd` on the unsigned
 /// quants and subtracts `16 * sum q8` (a second `vpdpbusd` against ones).
 /// Both are exact for every i8 activation, -128 included. The lanes of one
-/// block sum to the scalar integer dot product ([`simd::isum_kernel`]); the
+/// block sum to the scalar integer dot product (the `isum` kernel); the
 /// f32 part is kept in per-lane partial sums, so the row result differs
 /// from the scalar loop by rounding only.
 ///
-/// Tiles for the matmul: [`simd::kernel4`] (one weight row, four activation
-/// rows), [`simd::kernel_rows4`] (four weight rows, one activation row) and
-/// [`simd::kernel2x4`]. The AVX-512 variants share each unpacked weight
-/// block across the activation rows and each loaded activation block across
-/// the weight rows; every output is computed with exactly the operations of
-/// the one-row kernel of the same ISA (bit-identical, tested). The scalar
-/// and AVX2 tiles are loops over the one-row kernel. The AVX2 and AVX-512
-/// variants need F16C too (for the f16 scales).
-pub mod simd {
-    use std::sync::OnceLock;
+/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
+/// AVX-512 variants need F16C too (for the f16 scales).
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
 
     use super::{BlockQ5_0, BlockQ8_0};
+    use crate::quant::x86_util::{
+        bytes_from_bits_32, f16c, halves_f16, hsum_f32_256, hsum_f32_512, hsum_i32_256,
+    };
 
-    /// A dot product over two rows already checked to have equal length.
-    pub type Kernel = fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32;
-    /// One weight row against four activation rows, all of equal length.
-    pub type Kernel4 = fn(&[BlockQ5_0], [&[BlockQ8_0]; 4]) -> [f32; 4];
-    /// Four weight rows against one activation row, all of equal length
-    /// (the one-token matmul).
-    pub type KernelRows4 = fn([&[BlockQ5_0]; 4], &[BlockQ8_0]) -> [f32; 4];
-    /// Two weight rows against four activation rows, all of equal length.
-    pub type Kernel2x4 = fn([&[BlockQ5_0]; 2], [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2];
-    /// The integer dot product of one pair of blocks.
-    pub type IsumKernel = fn(&BlockQ5_0, &BlockQ8_0) -> i32;
-
-    /// The ISAs this module has a variant for, best last.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Isa {
-        Scalar,
-        Avx2,
-        Avx512Vnni,
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    pub(super) unsafe fn isum_avx2(x: &BlockQ5_0, y: &BlockQ8_0) -> i32 {
+        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
+        unsafe { hsum_i32_256(lanes_avx2(x, y)) }
     }
 
-    fn scalar_rows4(xs: [&[BlockQ5_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-        xs.map(|x| super::scalar_row(x, y))
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
+    pub(super) unsafe fn isum_avx512_vnni(x: &BlockQ5_0, y: &BlockQ8_0) -> i32 {
+        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's
+        // contract).
+        let lanes = unsafe { pair_lanes_avx512(pair_quants_avx512(x, x), y, y) };
+        // SAFETY: as above.
+        unsafe { hsum_i32_256(_mm512_castsi512_si256(lanes)) }
     }
 
-    fn scalar2x4(xs: [&[BlockQ5_0]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
-        xs.map(|x| scalar4(x, ys))
+    /// The block's 32 quants in value order as u8 (0..32): low
+    /// nibbles, then high nibbles, without the fifth bit.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn nibbles_avx2(b: &BlockQ5_0) -> __m256i {
+        // SAFETY: `qs` is 16 readable bytes; `loadu` needs no alignment.
+        let qs = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(qs, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
     }
 
-    fn scalar4(x: &[BlockQ5_0], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-        ys.map(|y| super::scalar_row(x, y))
+    /// Eight i32 lanes summing to the block's integer dot product.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_avx2(bx: &BlockQ5_0, by: &BlockQ8_0) -> __m256i {
+        // SAFETY: AVX2 is enabled for this function.
+        let q = unsafe { nibbles_avx2(bx) };
+        let high = _mm256_and_si256(bytes_from_bits_32(bx.qh()), _mm256_set1_epi8(0x10));
+        // (q | fifth bit) - 16, in -16..16.
+        let qx = _mm256_sub_epi8(_mm256_or_si256(q, high), _mm256_set1_epi8(16));
+        // SAFETY: `qs` is 32 readable bytes; `loadu` needs no alignment.
+        let qy = unsafe { _mm256_loadu_si256(by.qs.as_ptr().cast()) };
+        let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
+        let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
+        let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
+        let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
+        _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
     }
 
-    /// The ISAs usable on this CPU, scalar first.
-    pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni]
-            .into_iter()
-            .filter(|&isa| kernel(isa).is_some())
-            .collect()
-    }
-
-    /// The row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel(isa: Isa) -> Option<Kernel> {
-        match isa {
-            Isa::Scalar => Some(super::scalar_row as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2 as Kernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni as Kernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The four-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel4(isa: Isa) -> Option<Kernel4> {
-        match isa {
-            Isa::Scalar => Some(scalar4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_4 as Kernel4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_4 as Kernel4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The four-weight-row kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel_rows4(isa: Isa) -> Option<KernelRows4> {
-        match isa {
-            Isa::Scalar => Some(scalar_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_rows4 as KernelRows4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => {
-                x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_rows4 as KernelRows4)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The two-by-four kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn kernel2x4(isa: Isa) -> Option<Kernel2x4> {
-        match isa {
-            Isa::Scalar => Some(scalar2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::avx2_2x4 as Kernel2x4),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::avx512_vnni_2x4 as Kernel2x4),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The per-block integer kernel for `isa`, or `None` if this CPU lacks it.
-    pub fn isum_kernel(isa: Isa) -> Option<IsumKernel> {
-        match isa {
-            Isa::Scalar => Some(super::block_isum as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::Avx2::new().map(|_| x86::isum_avx2 as IsumKernel),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86::Avx512Vnni::new().map(|_| x86::isum_avx512_vnni as IsumKernel),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => None,
-        }
-    }
-
-    /// The best ISA of this CPU, chosen on first use and cached.
-    pub fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| *available().last().unwrap_or(&Isa::Scalar))
-    }
-
-    pub(crate) fn dispatch() -> Kernel {
-        static KERNEL: OnceLock<Kernel> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel(best()).unwrap_or(super::scalar_row))
-    }
-
-    pub(crate) fn dispatch_rows4() -> KernelRows4 {
-        static KERNEL: OnceLock<KernelRows4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel_rows4(best()).unwrap_or(scalar_rows4))
-    }
-
-    pub(crate) fn dispatch2x4() -> Kernel2x4 {
-        static KERNEL: OnceLock<Kernel2x4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel2x4(best()).unwrap_or(scalar2x4))
-    }
-
-    pub(crate) fn dispatch4() -> Kernel4 {
-        static KERNEL: OnceLock<Kernel4> = OnceLock::new();
-        *KERNEL.get_or_init(|| kernel4(best()).unwrap_or(scalar4))
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod x86 {
-        use std::arch::x86_64::*;
-
-        use super::{BlockQ5_0, BlockQ8_0};
-        use crate::quant::x86_util::{
-            bytes_from_bits_32, f16c, halves_f16, has_avx512_vnni, hsum_f32_256, hsum_f32_512,
-            hsum_i32_256,
-        };
-
-        /// Proof that AVX2 and F16C are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx2(());
-        impl Avx2 {
-            pub fn new() -> Option<Self> {
-                (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
-                    .then_some(Avx2(()))
-            }
-        }
-
-        /// Proof that AVX-512 F/BW/VL with VNNI, and F16C, are available.
-        #[derive(Clone, Copy)]
-        pub struct Avx512Vnni(());
-        impl Avx512Vnni {
-            pub fn new() -> Option<Self> {
-                has_avx512_vnni().then_some(Avx512Vnni(()))
-            }
-        }
-
-        pub fn avx2(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { avx2_row(x, y) },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx2_rows4(xs: [&[BlockQ5_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-            xs.map(|x| avx2(x, y))
-        }
-
-        pub fn avx2_2x4(xs: [&[BlockQ5_0]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
-            xs.map(|x| avx2_4(x, ys))
-        }
-
-        pub fn avx2_4(x: &[BlockQ5_0], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-            ys.map(|y| avx2(x, y))
-        }
-
-        pub fn isum_avx2(x: &BlockQ5_0, y: &BlockQ8_0) -> i32 {
-            match Avx2::new() {
-                // SAFETY: the CPU supports AVX2 and F16C (just detected).
-                Some(_) => unsafe { hsum_i32_256(lanes_avx2(x, y)) },
-                None => super::super::block_isum(x, y),
-            }
-        }
-
-        pub fn avx512_vnni(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 1>([x], [y])[0][0] },
-                None => super::super::scalar_row(x, y),
-            }
-        }
-
-        pub fn avx512_vnni_rows4(xs: [&[BlockQ5_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<4, 1>(xs, [y]).map(|r| r[0]) },
-                None => super::scalar_rows4(xs, y),
-            }
-        }
-
-        pub fn avx512_vnni_2x4(xs: [&[BlockQ5_0]; 2], ys: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 2] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                // detected).
-                Some(_) => unsafe { avx512_tile::<2, 4>(xs, ys) },
-                None => super::scalar2x4(xs, ys),
-            }
-        }
-
-        pub fn avx512_vnni_4(x: &[BlockQ5_0], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
-            match Avx512Vnni::new() {
-                // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just detected).
-                Some(_) => unsafe { avx512_tile::<1, 4>([x], ys)[0] },
-                None => super::scalar4(x, ys),
-            }
-        }
-
-        pub fn isum_avx512_vnni(x: &BlockQ5_0, y: &BlockQ8_0) -> i32 {
-            match Avx512Vnni::new() {
-                Some(_) => {
-                    // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (just
-                    // detected).
-                    let lanes = unsafe { pair_lanes_avx512(pair_quants_avx512(x, x), y, y) };
-                    // SAFETY: as above.
-                    unsafe { hsum_i32_256(_mm512_castsi512_si256(lanes)) }
-                }
-                None => super::super::block_isum(x, y),
-            }
-        }
-
-        /// The block's 32 quants in value order as u8 (0..32): low
-        /// nibbles, then high nibbles, without the fifth bit.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn nibbles_avx2(b: &BlockQ5_0) -> __m256i {
-            // SAFETY: `qs` is 16 readable bytes; `loadu` needs no alignment.
-            let qs = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
-            let mask = _mm_set1_epi8(0x0F);
-            let lo = _mm_and_si128(qs, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
-            _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
-        }
-
-        /// Eight i32 lanes summing to the block's integer dot product.
-        ///
-        /// # Safety
-        /// The CPU must support AVX2.
-        #[inline]
-        #[target_feature(enable = "avx2")]
-        unsafe fn lanes_avx2(bx: &BlockQ5_0, by: &BlockQ8_0) -> __m256i {
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn avx2_row(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (bx, by) in x.iter().zip(y) {
+            let d = _mm256_set1_ps(f16c(bx.d) * f16c(by.d));
             // SAFETY: AVX2 is enabled for this function.
-            let q = unsafe { nibbles_avx2(bx) };
-            let high = _mm256_and_si256(bytes_from_bits_32(bx.qh()), _mm256_set1_epi8(0x10));
-            // (q | fifth bit) - 16, in -16..16.
-            let qx = _mm256_sub_epi8(_mm256_or_si256(q, high), _mm256_set1_epi8(16));
-            // SAFETY: `qs` is 32 readable bytes; `loadu` needs no alignment.
-            let qy = unsafe { _mm256_loadu_si256(by.qs.as_ptr().cast()) };
-            let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
-            let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
-            let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
-            let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
-            _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
+            let lanes = unsafe { lanes_avx2(bx, by) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
         }
+        hsum_f32_256(acc)
+    }
 
-        /// # Safety
-        /// The CPU must support AVX2 and F16C.
-        #[target_feature(enable = "avx2,f16c")]
-        unsafe fn avx2_row(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-            let mut acc = _mm256_setzero_ps();
-            for (bx, by) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(f16c(bx.d) * f16c(by.d));
-                // SAFETY: AVX2 is enabled for this function.
-                let lanes = unsafe { lanes_avx2(bx, by) };
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
-            }
-            hsum_f32_256(acc)
-        }
+    /// The unsigned 5-bit quants (0..32) of `xa` in bytes 0..32 and of
+    /// `xb` in bytes 32..64, in value order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn pair_quants_avx512(xa: &BlockQ5_0, xb: &BlockQ5_0) -> __m512i {
+        // SAFETY: AVX2 is implied by the features of this function.
+        let (qa, qb) = unsafe { (nibbles_avx2(xa), nibbles_avx2(xb)) };
+        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+        let bits = xa.qh() as u64 | (xb.qh() as u64) << 32;
+        _mm512_mask_add_epi8(q, bits, q, _mm512_set1_epi8(0x10))
+    }
 
-        /// The unsigned 5-bit quants (0..32) of `xa` in bytes 0..32 and of
-        /// `xb` in bytes 32..64, in value order.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn pair_quants_avx512(xa: &BlockQ5_0, xb: &BlockQ5_0) -> __m512i {
-            // SAFETY: AVX2 is implied by the features of this function.
-            let (qa, qb) = unsafe { (nibbles_avx2(xa), nibbles_avx2(xb)) };
-            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
-            let bits = xa.qh() as u64 | (xb.qh() as u64) << 32;
-            _mm512_mask_add_epi8(q, bits, q, _mm512_set1_epi8(0x10))
-        }
+    /// Sixteen i32 lanes: lanes 0..8 sum to the integer dot product of
+    /// the first block of `q` with `ya`, lanes 8..16 of the second with
+    /// `yb`, as `sum q * y - 16 * sum y` (each lane at most
+    /// 4 * 31 * 128 + 16 * 4 * 128 in magnitude: exact).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn pair_lanes_avx512(q: __m512i, ya: &BlockQ8_0, yb: &BlockQ8_0) -> __m512i {
+        // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
+        // alignment.
+        let qy = unsafe {
+            _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
+                _mm256_loadu_si256(yb.qs.as_ptr().cast()),
+            )
+        };
+        let zero = _mm512_setzero_si512();
+        let sxy = _mm512_dpbusd_epi32(zero, q, qy);
+        let sy = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), qy);
+        _mm512_sub_epi32(sxy, _mm512_slli_epi32::<4>(sy))
+    }
 
-        /// Sixteen i32 lanes: lanes 0..8 sum to the integer dot product of
-        /// the first block of `q` with `ya`, lanes 8..16 of the second with
-        /// `yb`, as `sum q * y - 16 * sum y` (each lane at most
-        /// 4 * 31 * 128 + 16 * 4 * 128 in magnitude: exact).
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn pair_lanes_avx512(q: __m512i, ya: &BlockQ8_0, yb: &BlockQ8_0) -> __m512i {
-            // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-            // alignment.
-            let qy = unsafe {
-                _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                    _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-                )
-            };
-            let zero = _mm512_setzero_si512();
-            let sxy = _mm512_dpbusd_epi32(zero, q, qy);
-            let sy = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), qy);
-            _mm512_sub_epi32(sxy, _mm512_slli_epi32::<4>(sy))
-        }
-
-        /// `M` weight rows against `N` activation rows, all of one length,
-        /// two blocks per step (an odd last block pairs with itself, its
-        /// copy weighted 0): each weight block pair is unpacked once for
-        /// the `N` activation rows, each activation pair (with its sum and
-        /// scales) once for the `M` weight rows. Per output and step the
-        /// work is one `vpdpbusd` (started from the activation's `-16 *
-        /// sum y` lanes, so the integer result is exact without a
-        /// subtraction: each lane at most 4 * 31 * 128 + 16 * 4 * 128 in
-        /// magnitude), a product of the two scale vectors, a conversion and
-        /// an FMA. Each of the `M * N` results is computed by the same
-        /// operations whatever `M` and `N` are, so every tile shape is
-        /// bit-identical to the one-row kernel.
-        ///
-        /// # Safety
-        /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-        unsafe fn avx512_tile<const M: usize, const N: usize>(
-            xs: [&[BlockQ5_0]; M],
-            ys: [&[BlockQ8_0]; N],
-        ) -> [[f32; N]; M] {
-            let nb = xs[0].len();
-            let mut acc = [[_mm512_setzero_ps(); N]; M];
-            let zero = _mm512_setzero_si512();
-            let c16 = _mm512_set1_epi8(16);
-            let mut i = 0;
-            while i < nb {
-                let pair = i + 1 < nb;
-                let ib = if pair { i + 1 } else { i };
-                let mut wq = [zero; M];
-                let mut dx = [_mm512_setzero_ps(); M];
-                for m in 0..M {
-                    let (xa, xb) = (&xs[m][i], &xs[m][ib]);
-                    // SAFETY: the features are enabled for this function.
-                    wq[m] = unsafe { pair_quants_avx512(xa, xb) };
-                    dx[m] = halves_f16(xa.d, if pair { xb.d } else { [0; 2] });
-                }
-                for n in 0..N {
-                    let (ya, yb) = (&ys[n][i], &ys[n][ib]);
-                    // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-                    // alignment.
-                    let qy = unsafe {
-                        _mm512_inserti64x4::<1>(
-                            _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                            _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-                        )
-                    };
-                    let neg = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c16, qy));
-                    let dy = halves_f16(ya.d, yb.d);
-                    for m in 0..M {
-                        let lanes = _mm512_dpbusd_epi32(neg, wq[m], qy);
-                        let d = _mm512_mul_ps(dx[m], dy);
-                        acc[m][n] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[m][n]);
-                    }
-                }
-                i += 2;
-            }
-            let mut out = [[0.0f32; N]; M];
+    /// `M` weight rows against `N` activation rows, all of one length,
+    /// two blocks per step (an odd last block pairs with itself, its
+    /// copy weighted 0): each weight block pair is unpacked once for
+    /// the `N` activation rows, each activation pair (with its sum and
+    /// scales) once for the `M` weight rows. Per output and step the
+    /// work is one `vpdpbusd` (started from the activation's `-16 *
+    /// sum y` lanes, so the integer result is exact without a
+    /// subtraction: each lane at most 4 * 31 * 128 + 16 * 4 * 128 in
+    /// magnitude), a product of the two scale vectors, a conversion and
+    /// an FMA. Each of the `M * N` results is computed by the same
+    /// operations whatever `M` and `N` are, so every tile shape is
+    /// bit-identical to the one-row kernel.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
+        xs: [&[BlockQ5_0]; M],
+        ys: [&[BlockQ8_0]; N],
+    ) -> [[f32; N]; M] {
+        let nb = xs[0].len();
+        let mut acc = [[_mm512_setzero_ps(); N]; M];
+        let zero = _mm512_setzero_si512();
+        let c16 = _mm512_set1_epi8(16);
+        let mut i = 0;
+        while i < nb {
+            let pair = i + 1 < nb;
+            let ib = if pair { i + 1 } else { i };
+            let mut wq = [zero; M];
+            let mut dx = [_mm512_setzero_ps(); M];
             for m in 0..M {
-                for n in 0..N {
-                    out[m][n] = hsum_f32_512(acc[m][n]);
+                let (xa, xb) = (&xs[m][i], &xs[m][ib]);
+                // SAFETY: the features are enabled for this function.
+                wq[m] = unsafe { pair_quants_avx512(xa, xb) };
+                dx[m] = halves_f16(xa.d, if pair { xb.d } else { [0; 2] });
+            }
+            for n in 0..N {
+                let (ya, yb) = (&ys[n][i], &ys[n][ib]);
+                // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
+                // alignment.
+                let qy = unsafe {
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
+                        _mm256_loadu_si256(yb.qs.as_ptr().cast()),
+                    )
+                };
+                let neg = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c16, qy));
+                let dy = halves_f16(ya.d, yb.d);
+                for m in 0..M {
+                    let lanes = _mm512_dpbusd_epi32(neg, wq[m], qy);
+                    let d = _mm512_mul_ps(dx[m], dy);
+                    acc[m][n] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[m][n]);
                 }
             }
-            out
+            i += 2;
         }
+        let mut out = [[0.0f32; N]; M];
+        for m in 0..M {
+            for n in 0..N {
+                out[m][n] = hsum_f32_512(acc[m][n]);
+            }
+        }
+        out
     }
 }

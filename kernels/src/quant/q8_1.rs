@@ -6,7 +6,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{check_len, f16_bytes, f16_le, Block, Format, QuantError, Quantize};
+use super::{check_len, f16_bytes, f16_le, Format, QuantError};
 
 /// Values per block (`QK8_1`).
 pub const QK8_1: usize = 32;
@@ -66,16 +66,10 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) -> Result<(), QuantErro
     Ok(())
 }
 
-impl Block for BlockQ8_1 {
-    const FORMAT: Format = Format::Q8_1;
-    const QK: usize = QK8_1;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q8_1(x, y)
-    }
-}
-
-impl Quantize for BlockQ8_1 {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q8_1(x, y)
-    }
-}
+super::impl_block!(
+    BlockQ8_1,
+    Q8_1,
+    QK8_1,
+    dequantize_row_q8_1,
+    quantize_row_q8_1
+);

@@ -10,7 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::kquants::nearest_int;
-use super::{check_len, Block, Format, QuantError, Quantize, QK_K};
+use super::{check_len, Format, QuantError, QK_K};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -56,8 +56,8 @@ pub fn dequantize_row_q8_K(x: &[BlockQ8K], y: &mut [f32]) -> Result<(), QuantErr
 pub fn quantize_row_q8_K(x: &[f32], y: &mut [BlockQ8K]) -> Result<(), QuantError> {
     check_len(Format::Q8_K, QK_K, y.len(), x.len())?;
     #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        // SAFETY: AVX-512 F/BW/VL/DQ were just detected.
+    if crate::Isa::detect().avx512_vnni().is_some() {
+        // SAFETY: an `Avx512Vnni` token proves AVX-512 F/BW/VL/DQ.
         unsafe { x86::quantize(x, y) };
         return Ok(());
     }
@@ -103,21 +103,9 @@ fn quantize_scalar(x: &[f32], y: &mut [BlockQ8K]) {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     use super::{BlockQ8K, QK_K};
     use bytemuck::Zeroable;
-
-    /// Whether this CPU has AVX-512 F/BW/VL/DQ (checked once).
-    pub fn available() -> bool {
-        static ON: OnceLock<bool> = OnceLock::new();
-        *ON.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx512dq")
-        })
-    }
 
     /// `quantize_scalar` on 16 lanes: `amax` by a vector max, `max` the
     /// first value of that magnitude (as the scalar scan's strict `>`
@@ -173,16 +161,4 @@ mod x86 {
     }
 }
 
-impl Block for BlockQ8K {
-    const FORMAT: Format = Format::Q8_K;
-    const QK: usize = QK_K;
-    fn dequantize_row(x: &[Self], y: &mut [f32]) -> Result<(), QuantError> {
-        dequantize_row_q8_K(x, y)
-    }
-}
-
-impl Quantize for BlockQ8K {
-    fn quantize_row(x: &[f32], y: &mut [Self]) -> Result<(), QuantError> {
-        quantize_row_q8_K(x, y)
-    }
-}
+super::impl_block!(BlockQ8K, Q8_K, QK_K, dequantize_row_q8_K, quantize_row_q8_K);

@@ -3,16 +3,6 @@
 
 use std::arch::x86_64::*;
 
-/// AVX-512 F/BW/VL plus VNNI and F16C, the set the 512-bit kernels are
-/// compiled for.
-pub(crate) fn has_avx512_vnni() -> bool {
-    is_x86_feature_detected!("f16c")
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl")
-        && is_x86_feature_detected!("avx512vnni")
-}
-
 /// Sum of the eight i32 lanes (wrapping, like the scalar `i32` sums it
 /// mirrors never do on valid blocks).
 #[inline]
