@@ -25,6 +25,8 @@
 
 use bytemuck::Pod;
 
+#[cfg(target_arch = "x86_64")]
+mod block32_x86;
 pub mod float;
 pub mod iq4_nl;
 pub mod iq4_xs;

@@ -141,198 +141,58 @@ super::impl_block!(
     quantize_row_q5_1
 );
 
+#[cfg(target_arch = "x86_64")]
+use super::block32_x86 as b32;
+
 super::simd::impl_simd_dot!(
     BlockQ5_1, BlockQ8_1, isum: i32,
     scalar: scalar_row, block_isum,
-    avx2: x86::avx2_row, x86::isum_avx2,
-    avx512: x86::avx512_tile, x86::isum_avx512_vnni,
+    avx2: b32::avx2_row::<BlockQ5_1>, b32::isum_avx2::<BlockQ5_1>,
+    avx512: b32::avx512_tile, b32::isum_avx512::<BlockQ5_1>,
 );
 
-/// SIMD variants of `vec_dot_q5_1_q8_1`, chosen by [`super::simd`].
-///
-/// Both rebuild the 5-bit quants of a block in value order (low nibbles,
-/// then high nibbles, the fifth bits spread to bytes from `qh`). The AVX2
-/// variant widens to i16 and multiplies pairs
-/// into i32 lanes with `madd`; the AVX-512 one takes two blocks per
-/// `vpdpbusd` on the unsigned quants. The offset term `m * s` is added in
-/// f32 as the scalar code does.
-/// Both are exact for every i8 activation, -128 included. The lanes of one
-/// block sum to the scalar integer dot product (the `isum` kernel),
-/// which is reduced per block; the f32 part then runs the scalar code's
-/// operations in its order, so every variant is bit-identical to the scalar
-/// reference (ggml's generic kernel, which `tests/quant_fixtures.rs` checks
-/// through the kernel table).
-///
-/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
-/// AVX-512 variants need F16C too (for the f16 scales).
+/// SIMD variants of `vec_dot_q5_1_q8_1`: those of
+/// [`super::block32_x86`] on the unsigned 5-bit quants (the min added
+/// through Q8_1's `s`), each block added in the scalar order:
+/// bit-identical to the scalar reference.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::{BlockQ5_1, BlockQ8_1};
-    use crate::quant::x86_util::{bytes_from_bits_32, f16c, hsum_i32_256};
-
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    pub(super) unsafe fn isum_avx2(x: &BlockQ5_1, y: &BlockQ8_1) -> i32 {
-        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
-        unsafe { hsum_i32_256(lanes_avx2(x, y)) }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
-    pub(super) unsafe fn isum_avx512_vnni(x: &BlockQ5_1, y: &BlockQ8_1) -> i32 {
-        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's
-        // contract).
-        let lanes = unsafe { pair_lanes_avx512(pair_quants_avx512(x, x), y, y) };
-        // SAFETY: as above.
-        unsafe { hsum_i32_256(_mm512_castsi512_si256(lanes)) }
-    }
-
-    /// The block's 32 quants in value order as u8 (0..32): low
-    /// nibbles, then high nibbles.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn nibbles_avx2(b: &BlockQ5_1) -> __m256i {
-        // SAFETY: `qs` is 16 readable bytes; `loadu` needs no alignment.
-        let qs = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
-        let mask = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(qs, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
-        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
-    }
-
-    /// Eight i32 lanes summing to the block's integer dot product.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn lanes_avx2(bx: &BlockQ5_1, by: &BlockQ8_1) -> __m256i {
-        // SAFETY: AVX2 is enabled for this function.
-        let q = unsafe { nibbles_avx2(bx) };
-        let high = _mm256_and_si256(bytes_from_bits_32(bx.qh()), _mm256_set1_epi8(0x10));
-        // The unsigned 5-bit quants, 0..32 (also valid as i8).
-        let qx = _mm256_or_si256(q, high);
-        // SAFETY: `qs` is 32 readable bytes; `loadu` needs no alignment.
-        let qy = unsafe { _mm256_loadu_si256(by.qs.as_ptr().cast()) };
-        let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
-        let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
-        let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
-        let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
-        _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and F16C.
-    #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn avx2_row(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
-        let mut sumf = 0.0f32;
-        for (bx, by) in x.iter().zip(y) {
+    use crate::quant::block32_x86::{nibbles_avx2, Accumulate, Block32};
+    use crate::quant::x86_util::bytes_from_bits_32;
+    impl Block32 for BlockQ5_1 {
+        type Act = BlockQ8_1;
+        const OFFSET: u8 = 0;
+        const ACCUMULATE: Accumulate = Accumulate::Scalar;
+        fn d(&self) -> [u8; 2] {
+            self.d
+        }
+        fn m(&self) -> [u8; 2] {
+            self.m
+        }
+        #[inline(always)]
+        fn step(acc: f32, isum: i32, dx: f32, mx: f32, dy: f32, sy: f32) -> f32 {
+            acc + ((dx * dy) * isum as f32 + mx * sy)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn quants_u8(&self) -> __m256i {
             // SAFETY: AVX2 is enabled for this function.
-            let isum = hsum_i32_256(unsafe { lanes_avx2(bx, by) });
-            sumf += (f16c(bx.d) * f16c(by.d)) * isum as f32 + f16c(bx.m) * f16c(by.s);
+            let q = unsafe { nibbles_avx2(&self.qs) };
+            let high = _mm256_and_si256(bytes_from_bits_32(self.qh()), _mm256_set1_epi8(0x10));
+            _mm256_or_si256(q, high)
         }
-        sumf
-    }
-
-    /// The unsigned 5-bit quants (0..32) of `xa` in bytes 0..32 and of
-    /// `xb` in bytes 32..64, in value order.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn pair_quants_avx512(xa: &BlockQ5_1, xb: &BlockQ5_1) -> __m512i {
-        // SAFETY: AVX2 is implied by the features of this function.
-        let (qa, qb) = unsafe { (nibbles_avx2(xa), nibbles_avx2(xb)) };
-        let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
-        let bits = xa.qh() as u64 | (xb.qh() as u64) << 32;
-        _mm512_mask_add_epi8(q, bits, q, _mm512_set1_epi8(0x10))
-    }
-
-    /// Sixteen i32 lanes: lanes 0..8 sum to the integer dot product of
-    /// the first block of `q` with `ya`, lanes 8..16 of the second with
-    /// `yb` (each lane at most 4 * 31 * 128 in magnitude: exact).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn pair_lanes_avx512(q: __m512i, ya: &BlockQ8_1, yb: &BlockQ8_1) -> __m512i {
-        // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-        // alignment.
-        let qy = unsafe {
-            _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-            )
-        };
-        let zero = _mm512_setzero_si512();
-        _mm512_dpbusd_epi32(zero, q, qy)
-    }
-
-    /// `M` weight rows against `N` activation rows, all of one length,
-    /// two blocks per step (an odd last block pairs with itself, its
-    /// copy weighted 0): each weight block pair is loaded once for the
-    /// `N` activation rows, each activation pair (with its sum and
-    /// scales) once for the `M` weight rows. Each of the `M * N` results
-    /// is computed by the same operations whatever `M` and `N` are, so
-    /// every tile shape is bit-identical to the one-row kernel.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
-        xs: [&[BlockQ5_1]; M],
-        ys: [&[BlockQ8_1]; N],
-    ) -> [[f32; N]; M] {
-        let nb = xs[0].len();
-        let mut acc = [[0.0f32; N]; M];
-        let mut i = 0;
-        while i < nb {
-            let pair = i + 1 < nb;
-            let ib = if pair { i + 1 } else { i };
-            let mut wq = [_mm512_setzero_si512(); M];
-            let mut dxa = [0.0f32; M];
-            let mut dxb = [0.0f32; M];
-            let mut mxa = [0.0f32; M];
-            let mut mxb = [0.0f32; M];
-            for m in 0..M {
-                let (xa, xb) = (&xs[m][i], &xs[m][ib]);
-                // SAFETY: the features are enabled for this function.
-                wq[m] = unsafe { pair_quants_avx512(xa, xb) };
-                (dxa[m], dxb[m]) = (f16c(xa.d), f16c(xb.d));
-                (mxa[m], mxb[m]) = (f16c(xa.m), f16c(xb.m));
-            }
-            for n in 0..N {
-                let (ya, yb) = (&ys[n][i], &ys[n][ib]);
-                // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-                // alignment.
-                let qy = unsafe {
-                    _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                        _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-                    )
-                };
-                let zero = _mm512_setzero_si512();
-                let (dya, dyb) = (f16c(ya.d), f16c(yb.d));
-                let (sya, syb) = (f16c(ya.s), f16c(yb.s));
-                for m in 0..M {
-                    let lanes = _mm512_dpbusd_epi32(zero, wq[m], qy);
-                    let ia = hsum_i32_256(_mm512_castsi512_si256(lanes));
-                    acc[m][n] += (dxa[m] * dya) * ia as f32 + mxa[m] * sya;
-                    if pair {
-                        let ib = hsum_i32_256(_mm512_extracti64x4_epi64::<1>(lanes));
-                        acc[m][n] += (dxb[m] * dyb) * ib as f32 + mxb[m] * syb;
-                    }
-                }
-            }
-            i += 2;
+        /// The fifth bits by one masked add over both blocks.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+        unsafe fn pair_u8(a: &Self, b: &Self) -> __m512i {
+            // SAFETY: AVX2 is implied by the features of this function.
+            let (qa, qb) = unsafe { (nibbles_avx2(&a.qs), nibbles_avx2(&b.qs)) };
+            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+            let bits = a.qh() as u64 | (b.qh() as u64) << 32;
+            _mm512_mask_add_epi8(q, bits, q, _mm512_set1_epi8(0x10))
         }
-        acc
     }
 }

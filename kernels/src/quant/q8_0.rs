@@ -97,11 +97,14 @@ super::impl_block!(
     quantize_row_q8_0
 );
 
+#[cfg(target_arch = "x86_64")]
+use super::block32_x86 as b32;
+
 super::simd::impl_simd_dot!(
     BlockQ8_0, BlockQ8_0, isum: i32,
     scalar: scalar, block_isum,
-    avx2: x86::avx2_row, x86::isum_avx2,
-    avx512: x86::avx512_tile, x86::isum_avx512_vnni,
+    avx2: b32::avx2_row::<BlockQ8_0>, b32::isum_avx2::<BlockQ8_0>,
+    avx512: b32::avx512_tile, b32::isum_avx512::<BlockQ8_0>,
 );
 
 /// ggml's `ggml_vec_dot_q8_0_q8_0_generic`.
@@ -113,25 +116,17 @@ fn scalar(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     sumf
 }
 
-/// SIMD variants of `vec_dot_q8_0_q8_0`, chosen by [`super::simd`].
-///
-/// The AVX2 variant widens the quants to i16 and multiplies pairs into i32
-/// lanes with `madd`; the AVX-512 one takes two blocks per `vpdpbusd` with a
-/// +128 offset. Both are exact for every i8 input, -128 included (ggml's
-/// `maddubs` sign trick is not, for -128). The lanes of one
-/// block sum to exactly the scalar integer dot product (the `isum` kernel
-/// exposes that sum for testing); the kernels then scale each lane by
-/// `dx * dy` and keep per-lane f32 partial sums, reduced once at the end, so
-/// the final f32 differs from the scalar loop by rounding only.
-///
-/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
-/// AVX-512 variants need F16C too (for the f16 scales).
+/// The SIMD quantizer, and the SIMD variants of `vec_dot_q8_0_q8_0`:
+/// those of [`super::block32_x86`] on the quants plus 128 (`x ^ 0x80` is
+/// `x + 128` for every i8, -128 included), the f32 part in per-lane
+/// partial sums.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::BlockQ8_0;
     use crate::isa::Avx512Vnni;
+    use crate::quant::block32_x86::{Accumulate, Block32};
 
     /// Safe entry to [`quantize_avx512_impl`]: the token proves the
     /// features.
@@ -185,168 +180,43 @@ mod x86 {
             }
         }
     }
-    use crate::quant::x86_util::{f16c, halves_f16, hsum_f32_256, hsum_f32_512, hsum_i32_256};
 
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    pub(super) unsafe fn isum_avx2(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
-        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
-        unsafe { hsum_i32_256(lanes_avx2(x, y)) }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
-    pub(super) unsafe fn isum_avx512_vnni(x: &BlockQ8_0, y: &BlockQ8_0) -> i32 {
-        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's contract).
-        unsafe {
-            let ux = pair_weights_avx512(x, x);
-            hsum_i32_256(_mm512_castsi512_si256(pair_lanes_avx512(ux, y, y)))
+    impl Block32 for BlockQ8_0 {
+        type Act = BlockQ8_0;
+        const OFFSET: u8 = 128;
+        const ACCUMULATE: Accumulate = Accumulate::Vector;
+        fn d(&self) -> [u8; 2] {
+            self.d
         }
-    }
-
-    /// Eight i32 lanes summing to the block's integer dot product.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn lanes_avx2(bx: &BlockQ8_0, by: &BlockQ8_0) -> __m256i {
-        // SAFETY: `qs` is 32 readable bytes and `loadu` needs no alignment.
-        let (qx, qy) = unsafe {
-            (
-                _mm256_loadu_si256(bx.qs.as_ptr().cast()),
-                _mm256_loadu_si256(by.qs.as_ptr().cast()),
-            )
-        };
-        let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
-        let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
-        let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
-        let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
-        // Each i32 lane: two i16 products, |sum| <= 2 * 128 * 128.
-        _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and F16C.
-    #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn avx2_row(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (bx, by) in x.iter().zip(y) {
-            let d = _mm256_set1_ps(f16c(bx.d) * f16c(by.d));
+        #[inline(always)]
+        fn step(acc: f32, isum: i32, dx: f32, _: f32, dy: f32, _: f32) -> f32 {
+            acc + isum as f32 * (dx * dy)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn quants_u8(&self) -> __m256i {
             // SAFETY: AVX2 is enabled for this function.
-            let lanes = unsafe { lanes_avx2(bx, by) };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+            let q = unsafe { self.quants_i8() };
+            _mm256_xor_si256(q, _mm256_set1_epi8(-128))
         }
-        hsum_f32_256(acc)
-    }
-
-    /// The quants of `xa` (bytes 0..32) and `xb` (32..64) plus 128, as
-    /// u8 (`x ^ 0x80` is `x + 128` for every i8, -128 included).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn pair_weights_avx512(xa: &BlockQ8_0, xb: &BlockQ8_0) -> __m512i {
-        // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-        // alignment.
-        let qx = unsafe {
-            _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_loadu_si256(xa.qs.as_ptr().cast())),
-                _mm256_loadu_si256(xb.qs.as_ptr().cast()),
-            )
-        };
-        _mm512_xor_si512(qx, _mm512_set1_epi8(-128))
-    }
-
-    /// Sixteen i32 lanes: lanes 0..8 sum to the integer dot product of
-    /// the first block of `ux` (from [`pair_weights_avx512`]) with `ya`,
-    /// lanes 8..16 to that of the second with `yb`. `vpdpbusd` wants an
-    /// unsigned operand, so it computes `x * y = (x + 128) * y - 128 * y`:
-    /// exact, each lane at most 4 * 255 * 128 before the subtraction.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn pair_lanes_avx512(ux: __m512i, ya: &BlockQ8_0, yb: &BlockQ8_0) -> __m512i {
-        // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-        // alignment.
-        let qy = unsafe {
-            _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-            )
-        };
-        let zero = _mm512_setzero_si512();
-        let sxy = _mm512_dpbusd_epi32(zero, ux, qy);
-        let sy = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), qy);
-        _mm512_sub_epi32(sxy, _mm512_slli_epi32::<7>(sy))
-    }
-
-    /// `M` weight rows against `N` activation rows, all of one length,
-    /// two blocks per step (an odd last block pairs with itself, its
-    /// copy weighted 0): each weight block pair is loaded once for the
-    /// `N` activation rows, each activation pair (with its sum and
-    /// scales) once for the `M` weight rows. Per output and step the
-    /// work is one `vpdpbusd` (started from the activation's `-128 *
-    /// sum y` lanes, so the integer result is exact without a
-    /// subtraction), a product of the two scale vectors, a conversion
-    /// and an FMA. Each of the `M * N` results is computed by the same
-    /// operations whatever `M` and `N` are, so every tile shape is
-    /// bit-identical to the one-row kernel.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
-        xs: [&[BlockQ8_0]; M],
-        ys: [&[BlockQ8_0]; N],
-    ) -> [[f32; N]; M] {
-        let nb = xs[0].len();
-        let mut acc = [[_mm512_setzero_ps(); N]; M];
-        let zero = _mm512_setzero_si512();
-        let c128 = _mm512_set1_epi8(-128);
-        let mut i = 0;
-        while i < nb {
-            let pair = i + 1 < nb;
-            let ib = if pair { i + 1 } else { i };
-            let mut wq = [zero; M];
-            let mut dx = [_mm512_setzero_ps(); M];
-            for m in 0..M {
-                let (xa, xb) = (&xs[m][i], &xs[m][ib]);
-                // SAFETY: the features are enabled for this function.
-                wq[m] = unsafe { pair_weights_avx512(xa, xb) };
-                dx[m] = halves_f16(xa.d, if pair { xb.d } else { [0; 2] });
-            }
-            for n in 0..N {
-                let (ya, yb) = (&ys[n][i], &ys[n][ib]);
-                // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
-                // alignment.
-                let qy = unsafe {
-                    _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(_mm256_loadu_si256(ya.qs.as_ptr().cast())),
-                        _mm256_loadu_si256(yb.qs.as_ptr().cast()),
-                    )
-                };
-                // -128 * (sum of each 4 activation bytes): `c128` read as
-                // u8 is 128.
-                let neg = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c128, qy));
-                let dy = halves_f16(ya.d, yb.d);
-                for m in 0..M {
-                    let lanes = _mm512_dpbusd_epi32(neg, wq[m], qy);
-                    let d = _mm512_mul_ps(dx[m], dy);
-                    acc[m][n] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[m][n]);
-                }
-            }
-            i += 2;
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn quants_i8(&self) -> __m256i {
+            // SAFETY: `qs` is 32 readable bytes; `loadu` needs no alignment.
+            unsafe { _mm256_loadu_si256(self.qs.as_ptr().cast()) }
         }
-        let mut out = [[0.0f32; N]; M];
-        for m in 0..M {
-            for n in 0..N {
-                out[m][n] = hsum_f32_512(acc[m][n]);
-            }
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+        unsafe fn pair_u8(a: &Self, b: &Self) -> __m512i {
+            // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no
+            // alignment.
+            let q = unsafe {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(a.qs.as_ptr().cast())),
+                    _mm256_loadu_si256(b.qs.as_ptr().cast()),
+                )
+            };
+            _mm512_xor_si512(q, _mm512_set1_epi8(-128))
         }
-        out
     }
 }

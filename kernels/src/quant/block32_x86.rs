@@ -1,0 +1,308 @@
+//! The x86 kernels of the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! IQ4_NL), written once: a format says how its 32 quants unpack to bytes
+//! ([`Block32`]) and how the scalar code adds one block's integer sum into
+//! the row; the AVX2 row, the AVX-512 VNNI tile and the integer sums are
+//! derived here.
+//!
+//! Integer part, exact for every i8 activation (-128 included): AVX2
+//! widens the signed quants to i16 and `madd`s them with the activation
+//! bytes; AVX-512 takes two blocks per `vpdpbusd` on the unsigned quants
+//! (`q + OFFSET`), started from `-OFFSET * sum y`, so each i32 lane holds
+//! the exact signed sum (at most `4 * 255 * 128 + 128 * 4 * 128`).
+//!
+//! f32 part: [`Accumulate::Scalar`] formats add each block into an f32 in
+//! the scalar code's order, so every variant is bit-identical to the
+//! scalar reference; [`Accumulate::Vector`] formats keep per-lane partial
+//! sums (an FMA per block pair), which round differently. Either way each
+//! output of a tile is computed by the same operations whatever the tile's
+//! shape, so every tile is bit-identical to the one-row kernel.
+
+use std::arch::x86_64::*;
+
+use super::x86_util::{f16c, halves_f16, hsum_f32_256, hsum_f32_512, hsum_i32_256};
+use super::{BlockQ8_0, BlockQ8_1};
+
+/// How a format adds its blocks into a row's f32 result.
+pub(crate) enum Accumulate {
+    /// One f32, block after block, by [`Block32::step`]: the scalar
+    /// reference's order.
+    Scalar,
+    /// Per-lane partial sums of `d_x d_y * lanes`, reduced at the end.
+    Vector,
+}
+
+/// The activation side: Q8_0 or Q8_1 (which adds `s = d * sum q`).
+pub(crate) trait Act32 {
+    fn qs(&self) -> &[i8; 32];
+    fn d(&self) -> [u8; 2];
+    /// Q8_1's `s`; Q8_0 has none (read only by formats with a min).
+    fn s(&self) -> [u8; 2];
+}
+
+impl Act32 for BlockQ8_0 {
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    fn s(&self) -> [u8; 2] {
+        [0; 2]
+    }
+}
+
+impl Act32 for BlockQ8_1 {
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    fn d(&self) -> [u8; 2] {
+        self.d
+    }
+    fn s(&self) -> [u8; 2] {
+        self.s
+    }
+}
+
+/// A 32-value weight block with the kernels of this module.
+pub(crate) trait Block32: Sized {
+    type Act: Act32;
+    /// What the unsigned quants exceed the signed ones by (0 where the
+    /// quants are unsigned already and a min is added instead).
+    const OFFSET: u8;
+    const ACCUMULATE: Accumulate;
+
+    /// The f16 scale `d`, and the min `m` of the formats that have one.
+    fn d(&self) -> [u8; 2];
+    fn m(&self) -> [u8; 2] {
+        [0; 2]
+    }
+    /// The scalar code's step for one block: `acc` plus the block's
+    /// contribution from its integer sum and the scales (`dx`, `mx` of the
+    /// weight, `dy`, `sy` of the activation), in the scalar order.
+    fn step(acc: f32, isum: i32, dx: f32, mx: f32, dy: f32, sy: f32) -> f32;
+
+    /// The 32 quants plus `OFFSET`, as u8 in value order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    unsafe fn quants_u8(&self) -> __m256i;
+
+    /// The 32 signed quants, as i8 in value order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quants_i8(&self) -> __m256i {
+        // SAFETY: AVX2 is enabled for this function.
+        let u = unsafe { self.quants_u8() };
+        _mm256_sub_epi8(u, _mm256_set1_epi8(Self::OFFSET as i8))
+    }
+
+    /// The unsigned quants of `a` (bytes 0..32) and `b` (32..64).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+    unsafe fn pair_u8(a: &Self, b: &Self) -> __m512i {
+        // SAFETY: AVX2 is implied by the features of this function.
+        let (qa, qb) = unsafe { (a.quants_u8(), b.quants_u8()) };
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb)
+    }
+}
+
+/// 16 bytes of nibbles as 32 u8 values in value order (low nibbles, then
+/// high nibbles): how every 4-bit 32-value format stores its quants.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn nibbles_avx2(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: `qs` is 16 readable bytes; `loadu` needs no alignment.
+    let qs = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+    let mask = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(qs, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
+    _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+}
+
+/// Eight i32 lanes summing to the block's integer dot product (each lane
+/// two i16 products, at most `2 * 128 * 128`).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lanes_avx2<W: Block32>(x: &W, y: &W::Act) -> __m256i {
+    // SAFETY: AVX2 is enabled; `qs` is 32 readable bytes and `loadu` needs
+    // no alignment.
+    let (qx, qy) = unsafe { (x.quants_i8(), _mm256_loadu_si256(y.qs().as_ptr().cast())) };
+    let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
+    let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
+    let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
+    let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
+    _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+pub(crate) unsafe fn isum_avx2<W: Block32>(x: &W, y: &W::Act) -> i32 {
+    // SAFETY: the caller's contract.
+    unsafe { hsum_i32_256(lanes_avx2(x, y)) }
+}
+
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn avx2_row<W: Block32>(x: &[W], y: &[W::Act]) -> f32 {
+    match W::ACCUMULATE {
+        Accumulate::Scalar => {
+            let mut sumf = 0.0f32;
+            for (bx, by) in x.iter().zip(y) {
+                // SAFETY: AVX2 is enabled for this function.
+                let isum = hsum_i32_256(unsafe { lanes_avx2(bx, by) });
+                let (dx, mx) = (f16c(bx.d()), f16c(bx.m()));
+                sumf = W::step(sumf, isum, dx, mx, f16c(by.d()), f16c(by.s()));
+            }
+            sumf
+        }
+        Accumulate::Vector => {
+            let mut acc = _mm256_setzero_ps();
+            for (bx, by) in x.iter().zip(y) {
+                let d = _mm256_set1_ps(f16c(bx.d()) * f16c(by.d()));
+                // SAFETY: AVX2 is enabled for this function.
+                let lanes = unsafe { lanes_avx2(bx, by) };
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+            }
+            hsum_f32_256(acc)
+        }
+    }
+}
+
+/// The activation bytes of `a` (0..32) and `b` (32..64).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn pair_act<A: Act32>(a: &A, b: &A) -> __m512i {
+    // SAFETY: each `qs` is 32 readable bytes; `loadu` needs no alignment.
+    unsafe {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_loadu_si256(a.qs().as_ptr().cast())),
+            _mm256_loadu_si256(b.qs().as_ptr().cast()),
+        )
+    }
+}
+
+/// `-OFFSET * (sum of each 4 activation bytes)`: the lanes `vpdpbusd`
+/// starts from, so that it ends at the signed sum.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+unsafe fn offset_lanes<W: Block32>(qy: __m512i) -> __m512i {
+    let zero = _mm512_setzero_si512();
+    if W::OFFSET == 0 {
+        return zero;
+    }
+    // `OFFSET as i8` read as u8 by `vpdpbusd` is `OFFSET`.
+    let c = _mm512_set1_epi8(W::OFFSET as i8);
+    _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, c, qy))
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+pub(crate) unsafe fn isum_avx512<W: Block32>(x: &W, y: &W::Act) -> i32 {
+    // SAFETY: the features are enabled for this function.
+    let (wq, qy) = unsafe { (W::pair_u8(x, x), pair_act(y, y)) };
+    // SAFETY: as above.
+    let lanes = _mm512_dpbusd_epi32(unsafe { offset_lanes::<W>(qy) }, wq, qy);
+    hsum_i32_256(_mm512_castsi512_si256(lanes))
+}
+
+/// `M` weight rows against `N` activation rows, all of one length, two
+/// blocks per step (an odd last block pairs with itself, its copy
+/// weighted 0): each weight block pair is unpacked once for the `N`
+/// activation rows, each activation pair (with its offset lanes and
+/// scales) once for the `M` weight rows; per output and step, one
+/// `vpdpbusd` and the format's f32 step.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+pub(crate) unsafe fn avx512_tile<W: Block32, const M: usize, const N: usize>(
+    xs: [&[W]; M],
+    ys: [&[W::Act]; N],
+) -> [[f32; N]; M] {
+    let nb = xs[0].len();
+    let mut sum = [[0.0f32; N]; M];
+    let mut acc = [[_mm512_setzero_ps(); N]; M];
+    let mut i = 0;
+    while i < nb {
+        let pair = i + 1 < nb;
+        let ib = if pair { i + 1 } else { i };
+        let mut wq = [_mm512_setzero_si512(); M];
+        let mut dx = [[0.0f32; 2]; M];
+        let mut mx = [[0.0f32; 2]; M];
+        let mut dxv = [_mm512_setzero_ps(); M];
+        for m in 0..M {
+            let (xa, xb) = (&xs[m][i], &xs[m][ib]);
+            // SAFETY: the features are enabled for this function.
+            wq[m] = unsafe { W::pair_u8(xa, xb) };
+            match W::ACCUMULATE {
+                Accumulate::Scalar => {
+                    dx[m] = [f16c(xa.d()), f16c(xb.d())];
+                    mx[m] = [f16c(xa.m()), f16c(xb.m())];
+                }
+                Accumulate::Vector => {
+                    dxv[m] = halves_f16(xa.d(), if pair { xb.d() } else { [0; 2] });
+                }
+            }
+        }
+        for n in 0..N {
+            let (ya, yb) = (&ys[n][i], &ys[n][ib]);
+            // SAFETY: the features are enabled for this function.
+            let qy = unsafe { pair_act(ya, yb) };
+            // SAFETY: as above.
+            let start = unsafe { offset_lanes::<W>(qy) };
+            match W::ACCUMULATE {
+                Accumulate::Scalar => {
+                    let (dya, dyb) = (f16c(ya.d()), f16c(yb.d()));
+                    let (sya, syb) = (f16c(ya.s()), f16c(yb.s()));
+                    for m in 0..M {
+                        let lanes = _mm512_dpbusd_epi32(start, wq[m], qy);
+                        let ia = hsum_i32_256(_mm512_castsi512_si256(lanes));
+                        let s = &mut sum[m][n];
+                        *s = W::step(*s, ia, dx[m][0], mx[m][0], dya, sya);
+                        if pair {
+                            let ib = hsum_i32_256(_mm512_extracti64x4_epi64::<1>(lanes));
+                            *s = W::step(*s, ib, dx[m][1], mx[m][1], dyb, syb);
+                        }
+                    }
+                }
+                Accumulate::Vector => {
+                    let dy = halves_f16(ya.d(), yb.d());
+                    for m in 0..M {
+                        let lanes = _mm512_dpbusd_epi32(start, wq[m], qy);
+                        let d = _mm512_mul_ps(dxv[m], dy);
+                        acc[m][n] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[m][n]);
+                    }
+                }
+            }
+        }
+        i += 2;
+    }
+    if let Accumulate::Vector = W::ACCUMULATE {
+        for m in 0..M {
+            for n in 0..N {
+                sum[m][n] = hsum_f32_512(acc[m][n]);
+            }
+        }
+    }
+    sum
+}
