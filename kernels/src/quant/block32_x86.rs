@@ -19,7 +19,9 @@
 
 use std::arch::x86_64::*;
 
-use super::x86_util::{f16c, halves_f16, hsum_f32_256, hsum_f32_512, hsum_i32_256};
+use super::x86_util::{
+    bytes_from_bits_32, f16c, halves_f16, hsum_f32_256, hsum_f32_512, hsum_i32_256,
+};
 use super::{BlockQ8_0, BlockQ8_1};
 
 /// How a format adds its blocks into a row's f32 result.
@@ -126,6 +128,37 @@ pub(crate) unsafe fn nibbles_avx2(qs: &[u8; 16]) -> __m256i {
     let lo = _mm_and_si128(qs, mask);
     let hi = _mm_and_si128(_mm_srli_epi16::<4>(qs), mask);
     _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+}
+
+/// The 5-bit quants of a Q5_0/Q5_1 block as u8 in value order: the
+/// nibbles of `qs`, bit 4 from bit `i` of `qh`.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn five_bit_avx2(qs: &[u8; 16], qh: u32) -> __m256i {
+    // SAFETY: AVX2 is enabled for this function.
+    let q = unsafe { nibbles_avx2(qs) };
+    _mm256_or_si256(
+        q,
+        _mm256_and_si256(bytes_from_bits_32(qh), _mm256_set1_epi8(0x10)),
+    )
+}
+
+/// [`five_bit_avx2`] of two blocks (bytes 0..32 and 32..64), the fifth
+/// bits by one masked add.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+pub(crate) unsafe fn five_bit_pair(a: (&[u8; 16], u32), b: (&[u8; 16], u32)) -> __m512i {
+    // SAFETY: AVX2 is implied by the features of this function.
+    let (qa, qb) = unsafe { (nibbles_avx2(a.0), nibbles_avx2(b.0)) };
+    let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
+    let bits = a.1 as u64 | (b.1 as u64) << 32;
+    _mm512_mask_add_epi8(q, bits, q, _mm512_set1_epi8(0x10))
 }
 
 /// Eight i32 lanes summing to the block's integer dot product (each lane

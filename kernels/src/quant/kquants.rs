@@ -309,6 +309,32 @@ pub(crate) fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
     s
 }
 
+/// ggml's generic K-quant row (`ggml_vec_dot_q{3,4,5,6}_K_q8_K_generic`):
+/// per block, eight i32 lanes scaled by `d` into eight f32 partial sums and
+/// the min term (0 for the formats without mins) subtracted as it comes;
+/// the partial sums added at the end. `block` gives `(d, lanes, min)` of a
+/// block pair in the scalar code's operations.
+#[inline(always)]
+pub(crate) fn row_of_lanes<X, Y>(
+    x: &[X],
+    y: &[Y],
+    block: impl Fn(&X, &Y) -> (f32, [i32; 8], f32),
+) -> f32 {
+    let mut sums = [0.0f32; 8];
+    let mut sumf = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let (d, aux32, min) = block(bx, by);
+        for l in 0..8 {
+            sums[l] += d * aux32[l] as f32;
+        }
+        sumf -= min;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,19 +176,7 @@ pub(crate) fn block_isums(x: &BlockQ3K, y: &BlockQ8K) -> [i32; 8] {
 
 /// ggml's `ggml_vec_dot_q3_K_q8_K_generic`.
 fn scalar_row(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
-    let mut sums = [0.0f32; 8];
-    for (bx, by) in x.iter().zip(y) {
-        let aux32 = block_isums(bx, by);
-        let d = bx.d() * by.d();
-        for l in 0..8 {
-            sums[l] += d * aux32[l] as f32;
-        }
-    }
-    let mut sumf = 0.0f32;
-    for s in sums {
-        sumf += s;
-    }
-    sumf
+    super::kquants::row_of_lanes(x, y, |bx, by| (bx.d() * by.d(), block_isums(bx, by), 0.0))
 }
 
 /// The dot product of a Q3_K weight row with a Q8_K activation row: ggml's

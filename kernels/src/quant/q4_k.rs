@@ -195,21 +195,11 @@ pub(crate) fn block_isums(x: &BlockQ4K, y: &BlockQ8K) -> ([i32; 8], i32) {
 /// ggml's `ggml_vec_dot_q4_K_q8_K_generic`: eight i32 lanes per block,
 /// scaled into eight f32 partial sums, the mins subtracted as they come.
 fn scalar_row(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    let mut sums = [0.0f32; 8];
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
+    super::kquants::row_of_lanes(x, y, |bx, by| {
         let (aux32, sumi) = block_isums(bx, by);
-        let d = bx.d() * by.d();
-        for l in 0..8 {
-            sums[l] += d * aux32[l] as f32;
-        }
         let dmin = bx.dmin() * by.d();
-        sumf -= dmin * sumi as f32;
-    }
-    for s in sums {
-        sumf += s;
-    }
-    sumf
+        (bx.d() * by.d(), aux32, dmin * sumi as f32)
+    })
 }
 
 /// The dot product of a Q4_K weight row with a Q8_K activation row: ggml's
@@ -273,43 +263,32 @@ pub(crate) mod x86 {
         fn qh(&self) -> &[u8; 32];
     }
 
-    impl Q4KLayout for BlockQ4K {
-        const QH: bool = false;
-        fn d(&self) -> [u8; 2] {
-            self.d
-        }
-        fn dmin(&self) -> [u8; 2] {
-            self.dmin
-        }
-        fn scales(&self) -> &[u8; 12] {
-            &self.scales
-        }
-        fn qs(&self) -> &[u8; 128] {
-            &self.qs
-        }
-        fn qh(&self) -> &[u8; 32] {
-            &[0; 32]
-        }
+    /// The layout's fields of a block type, its `qh` given by `$qh`.
+    macro_rules! q4k_layout {
+        ($b:ty, $has_qh:expr, |$x:ident| $qh:expr) => {
+            impl Q4KLayout for $b {
+                const QH: bool = $has_qh;
+                fn d(&self) -> [u8; 2] {
+                    self.d
+                }
+                fn dmin(&self) -> [u8; 2] {
+                    self.dmin
+                }
+                fn scales(&self) -> &[u8; 12] {
+                    &self.scales
+                }
+                fn qs(&self) -> &[u8; 128] {
+                    &self.qs
+                }
+                fn qh(&self) -> &[u8; 32] {
+                    let $x = self;
+                    $qh
+                }
+            }
+        };
     }
-
-    impl Q4KLayout for BlockQ5K {
-        const QH: bool = true;
-        fn d(&self) -> [u8; 2] {
-            self.d
-        }
-        fn dmin(&self) -> [u8; 2] {
-            self.dmin
-        }
-        fn scales(&self) -> &[u8; 12] {
-            &self.scales
-        }
-        fn qs(&self) -> &[u8; 128] {
-            &self.qs
-        }
-        fn qh(&self) -> &[u8; 32] {
-            &self.qh
-        }
-    }
+    q4k_layout!(BlockQ4K, false, |_x| &[0; 32]);
+    q4k_layout!(BlockQ5K, true, |x| &x.qh);
 
     /// The fifth bits of `qs[32k..32k+32]`'s low and high nibbles as
     /// bytes 0 or 16, given `h` = the `qh` bytes shifted right by `2k`

@@ -149,8 +149,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{BlockQ5_0, BlockQ8_0};
-    use crate::quant::block32_x86::{nibbles_avx2, Accumulate, Block32};
-    use crate::quant::x86_util::bytes_from_bits_32;
+    use crate::quant::block32_x86::{five_bit_avx2, five_bit_pair, Accumulate, Block32};
     impl Block32 for BlockQ5_0 {
         type Act = BlockQ8_0;
         const OFFSET: u8 = 16;
@@ -166,19 +165,13 @@ mod x86 {
         #[target_feature(enable = "avx2")]
         unsafe fn quants_u8(&self) -> __m256i {
             // SAFETY: AVX2 is enabled for this function.
-            let q = unsafe { nibbles_avx2(&self.qs) };
-            let high = _mm256_and_si256(bytes_from_bits_32(self.qh()), _mm256_set1_epi8(0x10));
-            _mm256_or_si256(q, high)
+            unsafe { five_bit_avx2(&self.qs, self.qh()) }
         }
-        /// The fifth bits by one masked add over both blocks.
         #[inline]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
         unsafe fn pair_u8(a: &Self, b: &Self) -> __m512i {
-            // SAFETY: AVX2 is implied by the features of this function.
-            let (qa, qb) = unsafe { (nibbles_avx2(&a.qs), nibbles_avx2(&b.qs)) };
-            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qa), qb);
-            let bits = a.qh() as u64 | (b.qh() as u64) << 32;
-            _mm512_mask_add_epi8(q, bits, q, _mm512_set1_epi8(0x10))
+            // SAFETY: the features are enabled for this function.
+            unsafe { five_bit_pair((&a.qs, a.qh()), (&b.qs, b.qh())) }
         }
     }
 }

@@ -205,21 +205,11 @@ pub(crate) fn block_isums(x: &BlockQ5K, y: &BlockQ8K) -> ([i32; 8], i32) {
 /// ggml's `ggml_vec_dot_q5_K_q8_K_generic`: eight i32 lanes per block,
 /// scaled into eight f32 partial sums, the mins subtracted as they come.
 fn scalar_row(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-    let mut sums = [0.0f32; 8];
-    let mut sumf = 0.0f32;
-    for (bx, by) in x.iter().zip(y) {
+    super::kquants::row_of_lanes(x, y, |bx, by| {
         let (aux32, sumi) = block_isums(bx, by);
-        let d = bx.d() * by.d();
-        for l in 0..8 {
-            sums[l] += d * aux32[l] as f32;
-        }
         let dmin = bx.dmin() * by.d();
-        sumf -= dmin * sumi as f32;
-    }
-    for s in sums {
-        sumf += s;
-    }
-    sumf
+        (bx.d() * by.d(), aux32, dmin * sumi as f32)
+    })
 }
 
 /// The dot product of a Q5_K weight row with a Q8_K activation row: ggml's
