@@ -229,15 +229,7 @@ super::impl_block!(
     quantize_row_iq4_nl
 );
 
-#[cfg(target_arch = "x86_64")]
-use super::block32_x86 as b32;
-
-super::simd::impl_simd_dot!(
-    BlockIQ4NL, BlockQ8_0, isum: i32,
-    scalar: scalar_row, block_isum,
-    avx2: b32::avx2_row::<BlockIQ4NL>, b32::isum_avx2::<BlockIQ4NL>,
-    avx512: b32::avx512_tile, b32::isum_avx512::<BlockIQ4NL>,
-);
+super::simd::impl_simd_dot!(block32: BlockIQ4NL, BlockQ8_0, scalar: scalar_row, block_isum);
 
 /// SIMD variants of `vec_dot_iq4_nl_q8_0`: those of
 /// [`super::block32_x86`], the 4-bit indices looked up in the level table

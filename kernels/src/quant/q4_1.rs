@@ -119,15 +119,7 @@ super::impl_block!(
     quantize_row_q4_1
 );
 
-#[cfg(target_arch = "x86_64")]
-use super::block32_x86 as b32;
-
-super::simd::impl_simd_dot!(
-    BlockQ4_1, BlockQ8_1, isum: i32,
-    scalar: scalar_row, block_isum,
-    avx2: b32::avx2_row::<BlockQ4_1>, b32::isum_avx2::<BlockQ4_1>,
-    avx512: b32::avx512_tile, b32::isum_avx512::<BlockQ4_1>,
-);
+super::simd::impl_simd_dot!(block32: BlockQ4_1, BlockQ8_1, scalar: scalar_row, block_isum);
 
 /// SIMD variants of `vec_dot_q4_1_q8_1`: those of
 /// [`super::block32_x86`] on the block's nibbles (unsigned, the min added

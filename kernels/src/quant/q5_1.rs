@@ -141,15 +141,7 @@ super::impl_block!(
     quantize_row_q5_1
 );
 
-#[cfg(target_arch = "x86_64")]
-use super::block32_x86 as b32;
-
-super::simd::impl_simd_dot!(
-    BlockQ5_1, BlockQ8_1, isum: i32,
-    scalar: scalar_row, block_isum,
-    avx2: b32::avx2_row::<BlockQ5_1>, b32::isum_avx2::<BlockQ5_1>,
-    avx512: b32::avx512_tile, b32::isum_avx512::<BlockQ5_1>,
-);
+super::simd::impl_simd_dot!(block32: BlockQ5_1, BlockQ8_1, scalar: scalar_row, block_isum);
 
 /// SIMD variants of `vec_dot_q5_1_q8_1`: those of
 /// [`super::block32_x86`] on the unsigned 5-bit quants (the min added

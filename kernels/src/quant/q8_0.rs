@@ -97,15 +97,7 @@ super::impl_block!(
     quantize_row_q8_0
 );
 
-#[cfg(target_arch = "x86_64")]
-use super::block32_x86 as b32;
-
-super::simd::impl_simd_dot!(
-    BlockQ8_0, BlockQ8_0, isum: i32,
-    scalar: scalar, block_isum,
-    avx2: b32::avx2_row::<BlockQ8_0>, b32::isum_avx2::<BlockQ8_0>,
-    avx512: b32::avx512_tile, b32::isum_avx512::<BlockQ8_0>,
-);
+super::simd::impl_simd_dot!(block32: BlockQ8_0, BlockQ8_0, scalar: scalar, block_isum);
 
 /// ggml's `ggml_vec_dot_q8_0_q8_0_generic`.
 fn scalar(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {

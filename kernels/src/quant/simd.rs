@@ -266,6 +266,17 @@ mod x86 {
 /// `impl SimdDot` for a format whose kernels are the named functions: the
 /// one line a format file writes to join the dispatch layer.
 macro_rules! impl_simd_dot {
+    // A 32-value format with the kernels of `block32_x86`.
+    (block32: $w:ty, $a:ty, scalar: $srow:path, $sisum:path $(,)?) => {
+        $crate::quant::simd::impl_simd_dot!(
+            $w, $a, isum: i32,
+            scalar: $srow, $sisum,
+            avx2: $crate::quant::block32_x86::avx2_row::<$w>,
+                $crate::quant::block32_x86::isum_avx2::<$w>,
+            avx512: $crate::quant::block32_x86::avx512_tile,
+                $crate::quant::block32_x86::isum_avx512::<$w>,
+        );
+    };
     (
         $w:ty, $a:ty, isum: $isum:ty,
         scalar: $srow:path, $sisum:path,
