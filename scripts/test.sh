@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # Runs Hearth's test suite: fetches the test model if it is not cached yet
-# (scripts/fetch-model.sh), then runs every test of the workspace.
+# (scripts/fetch-model.sh), then runs every test of the workspace and the
+# library's example.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p hearth-gguf`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HEARTH_MODEL=${HEARTH_MODEL:-$(scripts/fetch-model.sh)}
 export HEARTH_MODEL
 cargo test --workspace "$@"
+
+# The library's example (engine/examples/generate.rs) streams text from the
+# real model: it must run and continue the prompt.
+prompt="The capital of France is"
+out=$(cargo run -q -p hearth --example generate -- "$HEARTH_MODEL" "$prompt" 8)
+if [[ $out != "$prompt"?* ]]; then
+  echo "examples/generate.rs printed no continuation: $out" >&2
+  exit 1
+fi
+echo "example generate: $out"

@@ -1,6 +1,19 @@
-//! Hearth's engine: model architectures written once against a backend
-//! contract, the CPU backend, tokenizers, chat templates, sampling, and the
-//! `hearth` command's subcommands.
+//! Hearth, the library: run GGUF language models on your own hardware.
+//!
+//! - [`model`]: the architectures, each written once against the backend
+//!   contract ([`backend::Backend`]); [`backend::cpu`] and
+//!   [`backend::wgpu`] implement it.
+//! - [`tokenizer`]: SentencePiece and byte-level BPE vocabularies from the
+//!   file; [`chat`]: the file's chat template.
+//! - [`session::Session`]: one sequence and its KV cache;
+//!   [`generate::Generator`]: sample, stop and stream-decode, one token at
+//!   a time; [`sampler`]: the samplers and stop criteria.
+//! - [`perplexity`], [`logits`]: scoring text and comparing logits.
+//!
+//! The whole loop, in `examples/generate.rs`:
+//! `cargo run --release -p hearth --example generate -- model.gguf "Hello"`.
+//! The `hearth` command (`hearth-cli`) and the OpenAI-compatible server
+//! (`hearth-server`) are built on this crate; it depends on neither.
 pub mod backend;
 pub mod batch;
 pub mod chat;

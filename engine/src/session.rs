@@ -10,6 +10,25 @@ use crate::model::{Model, Workspace};
 /// Default prefill chunk (llama.cpp's `n_batch`).
 pub const DEFAULT_BATCH: usize = 512;
 
+/// One sequence of a model: its KV cache and the tokens it holds.
+///
+/// ```no_run
+/// use hearth::backend::{cpu::Cpu, KvType};
+/// use hearth::model::Model;
+/// use hearth::session::Session;
+///
+/// # fn main() -> hearth::Result<()> {
+/// let model = Model::load("model.gguf", Cpu::new())?;
+/// let mut session = Session::new(&model, 2048, KvType::F16)?;
+/// // The logits of the token after the prompt's last one...
+/// let logits = session.set_prompt(&[2, 651, 6037], |done, total| eprintln!("{done}/{total}"))?;
+/// assert_eq!(logits.len(), model.hparams.n_vocab);
+/// // ...and, one token fed back, of the token after that.
+/// let next = session.feed(&[563], false, |_, _| {})?;
+/// assert_eq!(next.len(), model.hparams.n_vocab);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Session<'m, B: Backend> {
     model: &'m Model<B>,
     cache: B::Cache,

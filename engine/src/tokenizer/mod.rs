@@ -161,7 +161,8 @@ pub struct SpecialTokens {
     pub mask: Option<u32>,
 }
 
-/// A tokenizer built from a GGUF file's `tokenizer.ggml.*` metadata.
+/// A tokenizer built from a GGUF file's `tokenizer.ggml.*` metadata (an
+/// example: the [module docs](self)).
 pub struct Tokenizer {
     kind: TokenizerKind,
     pre_name: String,

@@ -1,18 +1,18 @@
-//! Decoding one token at a time, for printing text as it is generated.
-//!
-//! A token may end in the middle of a UTF-8 character (byte-fallback tokens
-//! `<0xE2>` `<0x96>` `<0x81>`, or a byte-level BPE token holding part of a
-//! character), so bytes are held back until the character is complete. Bytes
-//! that can never become UTF-8 are replaced by U+FFFD exactly as
-//! `String::from_utf8_lossy` would replace them in the whole text, so the
-//! concatenated output equals `String::from_utf8_lossy` of
-//! [`Tokenizer::decode_bytes`]; that is [`Tokenizer::decode`] for
-//! vocabularies without `clean_spaces`, which can only be applied to a whole
-//! text.
+//! Decoding one token at a time: [`StreamDecoder`].
 
 use super::{Result, Tokenizer, TokenizerError};
 
-/// See the [module documentation](self).
+/// Decoding one token at a time, for printing text as it is generated.
+///
+/// A token may end in the middle of a UTF-8 character (byte-fallback tokens
+/// `<0xE2>` `<0x96>` `<0x81>`, or a byte-level BPE token holding part of a
+/// character), so bytes are held back until the character is complete. Bytes
+/// that can never become UTF-8 are replaced by U+FFFD exactly as
+/// `String::from_utf8_lossy` would replace them in the whole text, so the
+/// concatenated output equals `String::from_utf8_lossy` of
+/// [`Tokenizer::decode_bytes`]; that is [`Tokenizer::decode`] for
+/// vocabularies without `clean_spaces`, which can only be applied to a whole
+/// text.
 #[derive(Debug)]
 pub struct StreamDecoder<'t> {
     tok: &'t Tokenizer,
