@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs Hearth's test suite: fetches the test model if it is not cached yet
-# (scripts/fetch-model.sh), then runs every test of the workspace and the
-# library's example.
+# Runs Hearth's test suite: fetches the two test models if they are not
+# cached yet (scripts/fetch-model.sh, scripts/fetch-smollm2.sh), then runs
+# every test of the workspace and the library's example.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p hearth-gguf`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HEARTH_MODEL=${HEARTH_MODEL:-$(scripts/fetch-model.sh)}
-export HEARTH_MODEL
+HEARTH_SMOLLM2=${HEARTH_SMOLLM2:-$(scripts/fetch-smollm2.sh)}
+export HEARTH_MODEL HEARTH_SMOLLM2
 cargo test --workspace "$@"
 
 # The library's example (engine/examples/generate.rs) streams text from the

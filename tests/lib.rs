@@ -3,6 +3,9 @@
 //! - The Gemma 3 270M Q4_K_M model: `$HEARTH_MODEL`, else
 //!   `~/.cache/hearth/models/gemma-3-270m-q4_k_m.gguf`, which
 //!   `scripts/fetch-model.sh` downloads.
+//! - SmolLM2 135M Instruct Q4_1: `$HEARTH_SMOLLM2`, else
+//!   `~/.cache/hearth/models/smollm2-135m-instruct-q4_1.gguf`, which
+//!   `scripts/fetch-smollm2.sh` downloads.
 //! - llama.cpp's reference data: `$HEARTH_SHARED`, else `../shared` beside the
 //!   repository (`shared/golden/...`).
 //!
@@ -27,15 +30,30 @@ fn missing(what: &str, how: &str) -> Option<PathBuf> {
     None
 }
 
+/// The second real model, SmolLM2 135M Instruct in Q4_1 (llama
+/// architecture, byte-level BPE, ChatML): `$HEARTH_SMOLLM2`, else
+/// `~/.cache/hearth/models/smollm2-135m-instruct-q4_1.gguf`, which
+/// `scripts/fetch-smollm2.sh` downloads.
+pub const SMOLLM2_FILE: &str = "smollm2-135m-instruct-q4_1.gguf";
+
 /// The real test model, or `None` (with a message) when it is not here.
 pub fn model_path() -> Option<PathBuf> {
-    let path = match std::env::var_os("HEARTH_MODEL") {
+    cached_model("HEARTH_MODEL", MODEL_FILE, "scripts/fetch-model.sh")
+}
+
+/// SmolLM2, or `None` (with a message) when it is not here.
+pub fn smollm2_path() -> Option<PathBuf> {
+    cached_model("HEARTH_SMOLLM2", SMOLLM2_FILE, "scripts/fetch-smollm2.sh")
+}
+
+fn cached_model(var: &str, file: &str, script: &str) -> Option<PathBuf> {
+    let path = match std::env::var_os(var) {
         Some(p) => PathBuf::from(p),
         None => {
             let home = std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_default();
-            home.join(".cache/hearth/models").join(MODEL_FILE)
+            home.join(".cache/hearth/models").join(file)
         }
     };
     if path.is_file() {
@@ -43,7 +61,7 @@ pub fn model_path() -> Option<PathBuf> {
     } else {
         missing(
             &format!("the test model {}", path.display()),
-            "run scripts/fetch-model.sh (or set HEARTH_MODEL)",
+            &format!("run {script} (or set {var})"),
         )
     }
 }

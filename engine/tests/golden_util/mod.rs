@@ -1,6 +1,6 @@
-//! llama.cpp's reference logits for the Gemma model
-//! (`shared/golden/gemma-3-270m-q4_k_m/reference.jsonl`) and the check both
-//! backends' golden tests apply to them.
+//! llama.cpp's reference logits for the real models
+//! (`shared/golden/<model>/reference.jsonl`) and the check the golden tests
+//! of both backends and both models apply to them.
 
 use hearth::backend::{Backend, KvType};
 use hearth::batch::{Batch, Logits};
@@ -11,11 +11,19 @@ pub struct Reference {
     pub prompt: String,
     pub tokens: Vec<u32>,
     pub top: Vec<Vec<(u32, f32)>>,
+    /// llama.cpp's greedy continuation.
+    pub greedy: Vec<u32>,
 }
 
+/// Gemma 3 270M's references.
 pub fn references() -> Option<Vec<Reference>> {
+    references_of("gemma-3-270m-q4_k_m")
+}
+
+/// The references in `shared/golden/<model>/reference.jsonl`.
+pub fn references_of(model: &str) -> Option<Vec<Reference>> {
     let golden = hearth_tests::golden_dir()?;
-    let text = std::fs::read_to_string(golden.join("gemma-3-270m-q4_k_m/reference.jsonl")).unwrap();
+    let text = std::fs::read_to_string(golden.join(model).join("reference.jsonl")).unwrap();
     Some(
         text.lines()
             .map(|l| {
@@ -42,11 +50,33 @@ pub fn references() -> Option<Vec<Reference>> {
                                 .collect()
                         })
                         .collect(),
+                    greedy: v["greedy"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.as_u64().unwrap() as u32)
+                        .collect(),
                 }
             })
             .collect(),
     )
 }
+
+/// Bounds on the difference from llama.cpp's logits, over its top 10 at
+/// every position.
+pub struct Criteria {
+    pub mean: f64,
+    pub max: f32,
+    /// Least top-1 agreement where llama.cpp's margin exceeds 0.5.
+    pub agree: f64,
+}
+
+/// Gemma 3's (see golden_gemma3.rs).
+pub const GEMMA: Criteria = Criteria {
+    mean: 0.3,
+    max: 3.5,
+    agree: 0.99,
+};
 
 pub fn argmax(row: &[f32]) -> u32 {
     let mut best = 0;
@@ -64,6 +94,11 @@ pub fn argmax(row: &[f32]) -> u32 {
 /// top-1 agreement >= 99% where the margin is above 0.5 (8-bit activations
 /// make the logits sensitive to summation order; see golden_gemma3.rs).
 pub fn check_against_llama_cpp<B: Backend>(model: &Model<B>, refs: &[Reference]) {
+    check_with(model, refs, &GEMMA);
+}
+
+/// [`check_against_llama_cpp`] with other bounds.
+pub fn check_with<B: Backend>(model: &Model<B>, refs: &[Reference], c: &Criteria) {
     let n_vocab = model.hparams.n_vocab;
     let mut ws = Workspace::new(&model.backend);
     let (mut sum, mut count, mut max) = (0f64, 0usize, 0f32);
@@ -119,7 +154,7 @@ pub fn check_against_llama_cpp<B: Backend>(model: &Model<B>, refs: &[Reference])
         t0.elapsed().as_secs_f64(),
         100.0 * agree
     );
-    assert!(mean <= 0.3, "mean |logit difference| {mean}");
-    assert!(max <= 3.5, "largest |logit difference| {max}");
-    assert!(agree >= 0.99, "top-1 agreement {agree}");
+    assert!(mean <= c.mean, "mean |logit difference| {mean}");
+    assert!(max <= c.max, "largest |logit difference| {max}");
+    assert!(agree >= c.agree, "top-1 agreement {agree}");
 }
