@@ -2,6 +2,9 @@
 //! (`shared/golden/<model>/reference.jsonl`) and the check the golden tests
 //! of both backends and both models apply to them.
 
+// Each test crate that includes this module uses part of it.
+#![allow(dead_code)]
+
 use hearth::backend::{Backend, KvType};
 use hearth::batch::{Batch, Logits};
 use hearth::model::{Model, Workspace};
