@@ -7,7 +7,6 @@ use hearth::backend::wgpu::Wgpu;
 use serde_json::Value;
 
 #[path = "../../engine/tests/golden_util/mod.rs"]
-#[allow(dead_code)] // the library's golden tests use the rest
 mod golden_util;
 use golden_util::references;
 
