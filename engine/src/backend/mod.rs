@@ -8,6 +8,7 @@
 //! implementation can record them into one command stream.
 
 pub mod cpu;
+pub mod kv;
 pub mod profile;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
