@@ -540,4 +540,11 @@ impl Backend for Cpu {
         out.extend_from_slice(&x.data);
         Ok((x.rows, x.cols))
     }
+
+    fn write(&self, x: &mut CpuTensor, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+        check_cols("write", data.len(), rows * cols)?;
+        x.resize(rows, cols);
+        x.data.copy_from_slice(data);
+        Ok(())
+    }
 }

@@ -668,23 +668,8 @@ impl Wgpu {
 
     /// Uploads `rows x cols` f32 values as a tensor (tests).
     pub fn tensor_from(&self, rows: usize, cols: usize, data: &[f32]) -> Result<WgpuTensor> {
-        if data.len() != rows * cols {
-            return Err(Error::Other(format!(
-                "{} values are not {rows} x {cols}",
-                data.len()
-            )));
-        }
         let mut t = WgpuTensor::default();
-        self.ensure(&mut t, rows, cols)?;
-        if !data.is_empty() {
-            let mut rec = self.lock();
-            // Ordered before the next submit's commands, like the arena.
-            self.submit(&mut rec);
-            let buf = t.buf.as_ref().expect("sized above");
-            self.gpu
-                .queue
-                .write_buffer(buf, 0, bytemuck::cast_slice(data));
-        }
+        self.write(&mut t, rows, cols, data)?;
         Ok(t)
     }
 
@@ -1232,6 +1217,27 @@ impl Backend for Wgpu {
                 (j - i) as u64 * row,
             );
             i = j;
+        }
+        Ok(())
+    }
+
+    fn write(&self, x: &mut WgpuTensor, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+        if data.len() != rows * cols {
+            return Err(Error::Other(format!(
+                "{} values are not {rows} x {cols}",
+                data.len()
+            )));
+        }
+        self.ensure(x, rows, cols)?;
+        if !data.is_empty() {
+            let mut rec = self.lock();
+            // Commands recorded so far read the old values: submit them
+            // first (a queue write is ordered before the next submit).
+            self.submit(&mut rec);
+            let buf = x.buf.as_ref().expect("sized above");
+            self.gpu
+                .queue
+                .write_buffer(buf, 0, bytemuck::cast_slice(data));
         }
         Ok(())
     }
