@@ -9,9 +9,10 @@
 //! values to nearest even, so an f16 cache is held to 1e-6 too.
 //!
 //! Runs on any adapter: in CI, Mesa's lavapipe. Without an adapter the
-//! tests fail under CI and are skipped elsewhere. The wgpu-only tests
-//! (WGSL validation, each matmul kernel, split weights, the f16 paths) are
-//! in `wgpu_ops.rs`.
+//! tests fail under CI and are skipped elsewhere. Below the one line that
+//! runs the suite, the suite again over this backend's variants (each
+//! matmul kernel, native and packed f16); the wgpu-only tests (WGSL
+//! validation, split weights) are in `wgpu_ops.rs`.
 
 #![cfg(feature = "wgpu")]
 
@@ -20,7 +21,7 @@ mod conformance;
 use std::sync::OnceLock;
 
 use conformance::{Oracle, Tolerances};
-use hearth::backend::wgpu::{shaders, Wgpu};
+use hearth::backend::wgpu::{shaders, MatmulKernel, Wgpu};
 use hearth::backend::KvType;
 
 fn gpu() -> Option<&'static Wgpu> {
@@ -52,3 +53,47 @@ pub fn tolerances() -> Tolerances {
 }
 
 backend_conformance!(gpu(), tolerances());
+
+#[test]
+fn every_matmul_kernel_matches_the_dequantized_product() {
+    if gpu().is_none() {
+        return;
+    }
+    for kernel in [
+        MatmulKernel::Workgroup,
+        MatmulKernel::Rows,
+        MatmulKernel::Subgroup,
+    ] {
+        let g = Wgpu::new().unwrap().with_matmul_kernel(kernel);
+        // Subgroup falls back to Workgroup where the adapter has no subgroups.
+        eprintln!("{kernel:?} (runs {:?})", g.matmul_kernel());
+        conformance::matmul(&g, &tolerances());
+    }
+}
+
+/// Both backends round keys and values to f16 (round to nearest even);
+/// the threshold stays 1e-6 unless the adapter rounds differently. Run
+/// with the native f16 kernels (`SHADER_F16` adapters; lavapipe has it)
+/// and with the packed-u32 fallback, on the same adapter.
+#[test]
+fn attention_with_native_and_packed_f16_matches_the_cpu_backend() {
+    if gpu().is_none() {
+        return;
+    }
+    for native in [true, false] {
+        let g = Wgpu::new().unwrap().with_f16_shaders(native);
+        let has = g.adapter().shader_f16;
+        assert_eq!(g.f16_shaders(), native && has, "f16 kernel choice");
+        if native && !has {
+            eprintln!(
+                "{}: no SHADER_F16, the native f16 path is not exercised",
+                g.adapter().name
+            );
+        }
+        let tol = Tolerances {
+            attention: vec![(KvType::F16, OP_MAX)],
+            ..tolerances()
+        };
+        conformance::attention(&g, &tol);
+    }
+}

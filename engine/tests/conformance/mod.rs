@@ -228,7 +228,7 @@ fn round_as(format: Format, x: &[f32], cols: usize) -> Vec<f32> {
 }
 
 /// `x (n_tok x cols) . w^T (rows x cols)` in f64.
-fn product(deq: &[f32], xs: &[f32], rows: usize, cols: usize, n_tok: usize) -> Vec<f64> {
+pub fn product(deq: &[f32], xs: &[f32], rows: usize, cols: usize, n_tok: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(n_tok * rows);
     for t in 0..n_tok {
         let x = &xs[t * cols..(t + 1) * cols];
