@@ -606,12 +606,15 @@ pub fn elementwise<B: Backend>(b: &B, tol: &Tolerances) {
     report("add, add_bias", worst_add, tol.add);
 }
 
+/// A position's key and value rows, as the cache holds them.
+type KvRow = (Vec<f64>, Vec<f64>);
+
 /// The f64 attention: every key and value row of each (sequence, layer) by
 /// position, rounded as the cache type stores it.
 struct ScalarKv {
     kv_type: KvType,
-    /// `[seq][layer][pos]`: `(k, v)`.
-    rows: Vec<Vec<Vec<Option<(Vec<f64>, Vec<f64>)>>>>,
+    /// `[seq][layer][pos]`.
+    rows: Vec<Vec<Vec<Option<KvRow>>>>,
 }
 
 impl ScalarKv {
@@ -706,7 +709,7 @@ impl ScalarKv {
 
 /// The reference side of an attention run.
 enum AttnRef {
-    Cpu(Cpu, <Cpu as Backend>::Cache),
+    Cpu(Cpu, Box<<Cpu as Backend>::Cache>),
     Scalar(ScalarKv),
 }
 
@@ -715,7 +718,7 @@ impl AttnRef {
         match oracle {
             Oracle::Cpu => {
                 let cpu = Cpu::new();
-                let cache = cpu.new_cache(spec).unwrap();
+                let cache = Box::new(cpu.new_cache(spec).unwrap());
                 AttnRef::Cpu(cpu, cache)
             }
             Oracle::Scalar => AttnRef::Scalar(ScalarKv {
