@@ -8,6 +8,10 @@
 //! ~1e-3); the GPU keeps them in f32. Both backends round f16 keys and
 //! values to nearest even, so an f16 cache is held to 1e-6 too.
 //!
+//! Measured on lavapipe (largest over formats and shapes): matmul 1.9e-6
+//! (Q6_K), embed 2.8e-8, norms 1.1e-7, rope 3.7e-8, gelu/silu 1.8e-8,
+//! add 0, attention 2.2e-7 (f32 and f16 caches).
+//!
 //! Runs on any adapter: in CI, Mesa's lavapipe. Without an adapter the
 //! tests fail under CI and are skipped elsewhere. Below the one line that
 //! runs the suite, the suite again over this backend's variants (each

@@ -22,6 +22,9 @@
 //!   a position still in the window shows as an error.
 //! - `select_rows`, `write` and `read`: exact.
 //!
+//! Each op prints its largest error; `CONFORMANCE_VERBOSE=1` prints every
+//! case's.
+//!
 //! Inputs reach the backend as a model's do: weights through a GGUF file (in
 //! memory) and [`Backend::load_matrix`] / [`Backend::load_vector`],
 //! activations through [`Backend::write`].
@@ -34,6 +37,7 @@ use half::f16;
 use hearth::backend::cpu::{kernel_format, Cpu, CpuTensor, CpuWeight};
 use hearth::backend::{AttentionParams, Backend, CacheSpec, KvType, ModelFile, RopeConfig};
 use hearth::batch::{Batch, Logits};
+use hearth::error::Error;
 use hearth_gguf::{GgmlType, Gguf, GgufWriter};
 use hearth_kernels::quant::{kernels, Format};
 use hearth_testkit::{as_f64, nmse, Rng};
@@ -958,6 +962,17 @@ pub fn bad_spans<B: Backend>(b: &B) {
             b.name()
         );
     }
+    assert!(
+        matches!(
+            run(&mut cache, 1, &batch(&[(1, 0, 13)]), [13; 3], &p),
+            Err(Error::ContextOverflow {
+                needed: 13,
+                n_ctx: 12,
+                ..
+            })
+        ),
+        "past the context is a ContextOverflow"
+    );
     p.window = Some(4);
     let long = batch(&[(1, 0, 4)]);
     assert!(
