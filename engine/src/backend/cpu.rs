@@ -16,6 +16,7 @@ use hearth_kernels::quant::Format;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
+use super::kv::{AttentionShapes, KvBook};
 use super::profile::{self, Op};
 use super::{AttentionParams, Backend, CacheSpec, KvType, ModelFile, RopeConfig};
 use crate::batch::Batch;
@@ -187,41 +188,27 @@ fn attend_store(
     }
 }
 
-/// Per sequence and layer, a ring of `spec.capacity(layer)` rows of keys
-/// and values: position `p` lives in slot `p % capacity`, and each slot
-/// records its position. A global layer's ring holds the whole context
-/// (slot = position); a sliding-window layer's holds its window plus one
-/// batch, so a long context costs memory only in the global layers.
-///
-/// Why stale slots are never wrongly visible: a query at `q` sees positions
-/// `q - window < p <= q` (or all `p <= q`). Every such `p` was written by the
-/// sequence's current history, after anything older in that slot, and a
-/// later overwrite of that slot would be a position above `q + window - 1`
-/// (hidden as the future) — which `Batch` sizes bounded by `n_batch`
-/// guarantee. Leftovers of a truncated history sit at positions above `q`,
-/// hidden as the future too, until the new history overwrites them.
+/// Per sequence and layer, a ring of keys and values and the position each
+/// slot holds; the rings and their bookkeeping are [`KvBook`]'s (see
+/// `backend::kv` for why stale slots are never wrongly visible).
 pub struct CpuCache {
-    spec: CacheSpec,
+    book: KvBook,
     /// `[seq][layer]`.
     k: Vec<Vec<KvStore>>,
     v: Vec<Vec<KvStore>>,
     /// `[seq][layer]`: the position held by each slot.
     slot_pos: Vec<Vec<Vec<i32>>>,
-    /// `[seq][layer]`: slots ever written (a prefix of the ring).
-    written: Vec<Vec<usize>>,
-    /// Filled positions per sequence.
-    len: Vec<usize>,
 }
 
 impl CpuCache {
     /// Filled positions of sequence `seq`.
     pub fn seq_len(&self, seq: usize) -> usize {
-        self.len.get(seq).copied().unwrap_or(0)
+        self.book.seq_len(seq)
     }
 
     /// Rows of keys and values held per layer (all sequences).
     pub fn capacity(&self, layer: usize) -> usize {
-        self.spec.capacity(layer)
+        self.book.capacity(layer)
     }
 }
 
@@ -319,43 +306,32 @@ impl Backend for Cpu {
                 spec.kv_dim
             )));
         }
-        let sizes = (0..spec.n_layer)
-            .map(|l| spec.capacity(l).checked_mul(spec.kv_dim))
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| Error::Other("KV cache size overflows".into()))?;
+        let book = KvBook::new(spec)?;
         let stores = || {
             (0..spec.n_seq)
                 .map(|_| {
-                    sizes
-                        .iter()
-                        .map(|&n| KvStore::new(spec.kv_type, n))
+                    (0..spec.n_layer)
+                        .map(|l| KvStore::new(spec.kv_type, book.ring_values(l)))
                         .collect()
                 })
                 .collect()
         };
         Ok(CpuCache {
-            spec: spec.clone(),
             k: stores(),
             v: stores(),
             slot_pos: (0..spec.n_seq)
                 .map(|_| {
                     (0..spec.n_layer)
-                        .map(|l| vec![0; spec.capacity(l)])
+                        .map(|l| vec![0; book.capacity(l)])
                         .collect()
                 })
                 .collect(),
-            written: vec![vec![0; spec.n_layer]; spec.n_seq],
-            len: vec![0; spec.n_seq],
+            book,
         })
     }
 
     fn clear_seq(&self, cache: &mut CpuCache, seq: usize) -> Result<()> {
-        let len = cache
-            .len
-            .get_mut(seq)
-            .ok_or_else(|| Error::Batch(format!("sequence {seq} is not in the cache")))?;
-        *len = 0;
-        Ok(())
+        cache.book.clear_seq(seq)
     }
 
     fn rope(&self, cfg: &RopeConfig) -> Result<Rope> {
@@ -485,75 +461,31 @@ impl Backend for Cpu {
         out: &mut CpuTensor,
     ) -> Result<()> {
         let _t = profile::start(Op::Attention, q.rows);
-        let spec = &cache.spec;
-        check_cols("attention keys", k.cols, spec.kv_dim)?;
-        check_cols("attention values", v.cols, spec.kv_dim)?;
-        check_cols("attention queries", q.cols, p.n_head * p.head_dim)?;
-        if layer >= spec.n_layer {
-            return Err(Error::Other(format!("layer {layer} is not in the cache")));
-        }
-        let (kd, cap, windowed) = (
-            spec.kv_dim,
-            spec.capacity(layer),
-            spec.windows.get(layer).copied().flatten().is_some(),
-        );
+        let shapes = AttentionShapes {
+            q: (q.rows, q.cols),
+            k: (k.rows, k.cols),
+            v: (v.rows, v.cols),
+        };
+        let kd = cache.book.spec().kv_dim;
         out.resize(q.rows, q.cols);
         let mut scratch = self.attn_scratch.lock().unwrap_or_else(|e| e.into_inner());
-        for s in batch.spans() {
-            let filled = *cache.len.get(s.seq).ok_or_else(|| {
-                Error::Batch(format!(
-                    "sequence {} is not in the cache (it holds {})",
-                    s.seq, spec.n_seq
-                ))
-            })?;
-            if s.pos0 > filled {
-                return Err(Error::Batch(format!(
-                    "sequence {} continues at position {} but holds only {filled}",
-                    s.seq, s.pos0
-                )));
-            }
-            let end = s.pos0 + s.len;
-            if end > spec.n_ctx {
-                return Err(Error::ContextOverflow {
-                    seq: s.seq,
-                    needed: end,
-                    n_ctx: spec.n_ctx,
-                });
-            }
-            if windowed && s.len > spec.n_batch {
-                return Err(Error::Batch(format!(
-                    "{} tokens of sequence {} in one batch; this cache takes at most {}",
-                    s.len, s.seq, spec.n_batch
-                )));
-            }
+        for s in cache.book.store(layer, batch, &shapes, p)? {
+            let (ks, vs) = (&mut cache.k[s.seq][layer], &mut cache.v[s.seq][layer]);
             let slot_pos = &mut cache.slot_pos[s.seq][layer];
-            for (i, pos) in (s.pos0..end).enumerate() {
-                let slot = pos % cap;
-                let row = s.start + i;
-                cache.k[s.seq][layer].write(slot * kd, &k.data[row * kd..(row + 1) * kd])?;
-                cache.v[s.seq][layer].write(slot * kd, &v.data[row * kd..(row + 1) * kd])?;
+            for (row, slot, pos) in s.rows() {
+                ks.write(slot * kd, &k.data[row * kd..(row + 1) * kd])?;
+                vs.write(slot * kd, &v.data[row * kd..(row + 1) * kd])?;
                 slot_pos[slot] = pos as i32;
             }
-            let written = &mut cache.written[s.seq][layer];
-            *written = (*written).max(end.min(cap));
-            // A global layer sees exactly the positions below `end`; a ring
-            // relies on the window and the causal mask (see `CpuCache`).
-            let n = if cap == spec.n_ctx && !windowed {
-                end
-            } else {
-                *written
-            };
             let (qs, os) = (s.start * q.cols, (s.start + s.len) * q.cols);
             let positions = &batch.positions()[s.start..s.start + s.len];
-            let pos = &slot_pos[..n];
-            let stores = (&cache.k[s.seq][layer], &cache.v[s.seq][layer]);
             attend_store(
                 p,
-                stores,
-                n * kd,
+                (ks, vs),
+                s.n_kv * kd,
                 &q.data[qs..os],
                 positions,
-                pos,
+                &slot_pos[..s.n_kv],
                 &mut out.data[qs..os],
                 &mut scratch,
             )?;
@@ -562,12 +494,7 @@ impl Backend for Cpu {
     }
 
     fn commit(&self, cache: &mut CpuCache, batch: &Batch) -> Result<()> {
-        for s in batch.spans() {
-            if let Some(l) = cache.len.get_mut(s.seq) {
-                *l = s.pos0 + s.len;
-            }
-        }
-        Ok(())
+        cache.book.commit(batch)
     }
 
     fn gelu_mul(&self, a: &mut CpuTensor, b: &CpuTensor) -> Result<()> {
@@ -612,5 +539,12 @@ impl Backend for Cpu {
         out.clear();
         out.extend_from_slice(&x.data);
         Ok((x.rows, x.cols))
+    }
+
+    fn write(&self, x: &mut CpuTensor, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+        check_cols("write", data.len(), rows * cols)?;
+        x.resize(rows, cols);
+        x.data.copy_from_slice(data);
+        Ok(())
     }
 }

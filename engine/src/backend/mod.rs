@@ -8,6 +8,7 @@
 //! implementation can record them into one command stream.
 
 pub mod cpu;
+pub mod kv;
 pub mod profile;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
@@ -183,6 +184,10 @@ pub trait Backend: Sync {
     fn select_rows(&self, x: &Self::Tensor, rows: &[usize], out: &mut Self::Tensor) -> Result<()>;
     /// Copies `x` to the host: `out` gets `rows * cols` values; returns `(rows, cols)`.
     fn read(&self, x: &Self::Tensor, out: &mut Vec<f32>) -> Result<(usize, usize)>;
+    /// Copies `rows x cols` host values into `x` (the inverse of
+    /// [`read`](Self::read)): how a test, or a caller with its own
+    /// activations, hands them to any backend.
+    fn write(&self, x: &mut Self::Tensor, rows: usize, cols: usize, data: &[f32]) -> Result<()>;
 }
 
 #[cfg(test)]

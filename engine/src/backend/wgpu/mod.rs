@@ -32,6 +32,7 @@ use hearth_kernels::quant::Format;
 use wgpu::util::DeviceExt;
 
 use super::cpu::kernel_format;
+use super::kv::{AttentionShapes, KvBook};
 use super::{AttentionParams, Backend, CacheSpec, KvType, ModelFile, RopeConfig};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -92,20 +93,18 @@ struct LayerKv {
     pos: wgpu::Buffer,
 }
 
-/// The KV cache on the device, laid out as `CpuCache` (see there for why
-/// the rings are safe); the bookkeeping stays on the host.
+/// The KV cache on the device, laid out as `CpuCache`; the bookkeeping
+/// stays on the host, in [`KvBook`] (see `backend::kv`).
 pub struct WgpuCache {
-    spec: CacheSpec,
+    book: KvBook,
     /// `[seq][layer]`.
     kv: Vec<Vec<LayerKv>>,
-    written: Vec<Vec<usize>>,
-    len: Vec<usize>,
     f16: bool,
 }
 
 impl WgpuCache {
     pub fn seq_len(&self, seq: usize) -> usize {
-        self.len.get(seq).copied().unwrap_or(0)
+        self.book.seq_len(seq)
     }
 }
 
@@ -669,23 +668,8 @@ impl Wgpu {
 
     /// Uploads `rows x cols` f32 values as a tensor (tests).
     pub fn tensor_from(&self, rows: usize, cols: usize, data: &[f32]) -> Result<WgpuTensor> {
-        if data.len() != rows * cols {
-            return Err(Error::Other(format!(
-                "{} values are not {rows} x {cols}",
-                data.len()
-            )));
-        }
         let mut t = WgpuTensor::default();
-        self.ensure(&mut t, rows, cols)?;
-        if !data.is_empty() {
-            let mut rec = self.lock();
-            // Ordered before the next submit's commands, like the arena.
-            self.submit(&mut rec);
-            let buf = t.buf.as_ref().expect("sized above");
-            self.gpu
-                .queue
-                .write_buffer(buf, 0, bytemuck::cast_slice(data));
-        }
+        self.write(&mut t, rows, cols, data)?;
         Ok(t)
     }
 
@@ -756,14 +740,15 @@ impl Backend for Wgpu {
                 ))
             }
         };
+        let book = KvBook::new(spec)?;
         let mut kv = Vec::with_capacity(spec.n_seq);
         for _ in 0..spec.n_seq {
             let mut layers = Vec::with_capacity(spec.n_layer);
             for l in 0..spec.n_layer {
-                let cap = spec.capacity(l);
-                let bytes = cap
-                    .checked_mul(spec.kv_dim)
-                    .and_then(|n| n.checked_mul(elem))
+                let cap = book.capacity(l);
+                let bytes = book
+                    .ring_values(l)
+                    .checked_mul(elem)
                     .filter(|&n| (n as u64) <= self.max_binding)
                     .ok_or_else(|| {
                         Error::Gpu(format!(
@@ -787,22 +772,11 @@ impl Backend for Wgpu {
             }
             kv.push(layers);
         }
-        Ok(WgpuCache {
-            spec: spec.clone(),
-            kv,
-            written: vec![vec![0; spec.n_layer]; spec.n_seq],
-            len: vec![0; spec.n_seq],
-            f16,
-        })
+        Ok(WgpuCache { book, kv, f16 })
     }
 
     fn clear_seq(&self, cache: &mut WgpuCache, seq: usize) -> Result<()> {
-        let len = cache
-            .len
-            .get_mut(seq)
-            .ok_or_else(|| Error::Batch(format!("sequence {seq} is not in the cache")))?;
-        *len = 0;
-        Ok(())
+        cache.book.clear_seq(seq)
     }
 
     fn rope(&self, cfg: &RopeConfig) -> Result<WgpuRope> {
@@ -1086,75 +1060,39 @@ impl Backend for Wgpu {
         p: &AttentionParams,
         out: &mut WgpuTensor,
     ) -> Result<()> {
-        let spec = &cache.spec;
-        check_cols("attention keys", k.cols, spec.kv_dim)?;
-        check_cols("attention values", v.cols, spec.kv_dim)?;
-        check_cols("attention queries", q.cols, p.n_head * p.head_dim)?;
-        check_cols("attention key heads", p.n_head_kv * p.head_dim, spec.kv_dim)?;
-        check_cols("attention rows", q.rows, batch.len())?;
-        check_cols("attention key rows", k.rows, batch.len())?;
-        check_cols("attention value rows", v.rows, batch.len())?;
-        if p.head_dim > ATTN_MAX_HEAD_DIM
-            || p.n_head_kv == 0
-            || !p.n_head.is_multiple_of(p.n_head_kv)
-        {
+        // What only this backend's kernels limit; the cache's own checks
+        // are `KvBook::store`'s, made before anything is stored.
+        if p.head_dim > ATTN_MAX_HEAD_DIM {
             return Err(Error::Gpu(format!(
-                "attention: {} heads of {} over {} KV heads (the kernel takes heads up to {ATTN_MAX_HEAD_DIM})",
-                p.n_head, p.head_dim, p.n_head_kv
+                "attention: heads of {} (the kernel takes heads up to {ATTN_MAX_HEAD_DIM})",
+                p.head_dim
             )));
         }
-        if layer >= spec.n_layer {
-            return Err(Error::Other(format!("layer {layer} is not in the cache")));
+        if let Some(s) = batch.spans().iter().find(|s| s.len > 65535) {
+            return Err(Error::Gpu(format!(
+                "{} tokens of one sequence in one batch",
+                s.len
+            )));
         }
-        let (kd, cap, windowed) = (
-            spec.kv_dim,
-            spec.capacity(layer),
-            spec.windows.get(layer).copied().flatten().is_some(),
-        );
+        let shapes = AttentionShapes {
+            q: (q.rows, q.cols),
+            k: (k.rows, k.cols),
+            v: (v.rows, v.cols),
+        };
+        let kd = cache.book.spec().kv_dim;
         self.ensure(out, q.rows, q.cols)?;
         let (qbuf, qn) = self.whole(q, "attention queries")?;
         let (kbuf, kn) = self.whole(k, "attention keys")?;
         let (vbuf, vn) = self.whole(v, "attention values")?;
         let (obuf, on) = self.whole(out, "attention output")?;
+        let stores = cache.book.store(layer, batch, &shapes, p)?;
         let mut rec = self.lock();
-        for s in batch.spans() {
-            let filled = *cache.len.get(s.seq).ok_or_else(|| {
-                Error::Batch(format!(
-                    "sequence {} is not in the cache (it holds {})",
-                    s.seq, spec.n_seq
-                ))
-            })?;
-            if s.pos0 > filled {
-                return Err(Error::Batch(format!(
-                    "sequence {} continues at position {} but holds only {filled}",
-                    s.seq, s.pos0
-                )));
-            }
-            let end = s.pos0 + s.len;
-            if end > spec.n_ctx {
-                return Err(Error::ContextOverflow {
-                    seq: s.seq,
-                    needed: end,
-                    n_ctx: spec.n_ctx,
-                });
-            }
-            if windowed && s.len > spec.n_batch {
-                return Err(Error::Batch(format!(
-                    "{} tokens of sequence {} in one batch; this cache takes at most {}",
-                    s.len, s.seq, spec.n_batch
-                )));
-            }
-            if s.len > 65535 {
-                return Err(Error::Gpu(format!(
-                    "{} tokens of one sequence in one batch",
-                    s.len
-                )));
-            }
+        for s in stores {
             // Later rows of the batch win a slot, as on the CPU (a ring
             // shorter than the batch cannot happen: capacity >= n_batch).
-            let slots: Vec<u32> = (s.pos0..end)
-                .enumerate()
-                .flat_map(|(i, pos)| [(s.start + i) as u32, (pos % cap) as u32, pos as u32])
+            let slots: Vec<u32> = s
+                .rows()
+                .flat_map(|(row, slot, pos)| [row as u32, slot as u32, pos as u32])
                 .collect();
             let kvl = &cache.kv[s.seq][layer];
             let words = if cache.f16 { kd / 2 } else { kd };
@@ -1195,13 +1133,6 @@ impl Backend for Wgpu {
                     groups,
                 );
             }
-            let written = &mut cache.written[s.seq][layer];
-            *written = (*written).max(end.min(cap));
-            let n = if cap == spec.n_ctx && !windowed {
-                end
-            } else {
-                *written
-            };
             let positions = &batch.positions()[s.start..s.start + s.len];
             let qpoff = self.stage(&mut rec, bytemuck::cast_slice(positions));
             let params = AttnParams {
@@ -1210,7 +1141,7 @@ impl Backend for Wgpu {
                 n_head: p.n_head as u32,
                 n_head_kv: p.n_head_kv as u32,
                 head_dim: p.head_dim as u32,
-                n_kv: n as u32,
+                n_kv: s.n_kv as u32,
                 causal: u32::from(p.causal),
                 window: p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
                 scale: p.scale,
@@ -1238,12 +1169,7 @@ impl Backend for Wgpu {
     }
 
     fn commit(&self, cache: &mut WgpuCache, batch: &Batch) -> Result<()> {
-        for s in batch.spans() {
-            if let Some(l) = cache.len.get_mut(s.seq) {
-                *l = s.pos0 + s.len;
-            }
-        }
-        Ok(())
+        cache.book.commit(batch)
     }
 
     fn gelu_mul(&self, a: &mut WgpuTensor, b: &WgpuTensor) -> Result<()> {
@@ -1291,6 +1217,27 @@ impl Backend for Wgpu {
                 (j - i) as u64 * row,
             );
             i = j;
+        }
+        Ok(())
+    }
+
+    fn write(&self, x: &mut WgpuTensor, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
+        if data.len() != rows * cols {
+            return Err(Error::Other(format!(
+                "{} values are not {rows} x {cols}",
+                data.len()
+            )));
+        }
+        self.ensure(x, rows, cols)?;
+        if !data.is_empty() {
+            let mut rec = self.lock();
+            // Commands recorded so far read the old values: submit them
+            // first (a queue write is ordered before the next submit).
+            self.submit(&mut rec);
+            let buf = x.buf.as_ref().expect("sized above");
+            self.gpu
+                .queue
+                .write_buffer(buf, 0, bytemuck::cast_slice(data));
         }
         Ok(())
     }
