@@ -214,7 +214,7 @@ pub fn run<B: Backend>(
     mut progress: impl FnMut(&TestResult),
 ) -> Result<Vec<TestResult>> {
     if cfg.repetitions == 0 {
-        return Err(Error::Other(
+        return Err(Error::Config(
             "the number of repetitions must be at least 1".into(),
         ));
     }

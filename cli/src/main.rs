@@ -936,8 +936,10 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 cfg,
                 threads,
                 move || {
-                    Model::load(&model, be)
-                        .map_err(|e| hearth::Error::Other(format!("{}: {e}", model.display())))
+                    Model::load(&model, be).map_err(|e| hearth::Error::Load {
+                        path: model.clone(),
+                        source: Box::new(e),
+                    })
                 }
             )
             .map_err(|e| e.to_string())?);

@@ -46,8 +46,31 @@ pub enum Error {
     /// The WebGPU backend: no adapter, a device request refused, a limit hit.
     #[error("gpu: {0}")]
     Gpu(String),
-    #[error("{0}")]
-    Other(String),
+    #[error("sampler: {0}")]
+    Sampler(#[from] crate::sampler::SamplerError),
+    /// A token id the model's embedding has no row for.
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfVocabulary { id: u32, n_vocab: usize },
+    /// A KV cache that cannot be made as asked, or is asked for what it
+    /// does not hold.
+    #[error("KV cache: {0}")]
+    Cache(String),
+    /// A setting out of its range (a context of 0 tokens, 0 slots, ...).
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// Loading the model file at `path` failed.
+    #[error("{}: {source}", path.display())]
+    Load {
+        path: std::path::PathBuf,
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// Operands of `op` whose shapes do not fit together.
+    pub fn shape(op: &'static str, detail: String) -> Error {
+        Error::Shape(hearth_kernels::ops::ShapeError { op, detail })
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

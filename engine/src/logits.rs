@@ -118,8 +118,7 @@ pub fn prompt_logits<B: Backend>(
     let n_vocab = session.model().hparams.n_vocab;
     let logits = session.feed(&tokens, true, |_, _| {})?;
     let top_logits: Vec<_> = logits.chunks(n_vocab).map(|row| top_n(row, top)).collect();
-    let mut next =
-        argmax(&logits[logits.len() - n_vocab..]).map_err(|e| Error::Other(e.to_string()))?;
+    let mut next = argmax(&logits[logits.len() - n_vocab..])?;
     let mut greedy = Vec::new();
     while greedy.len() < n_predict && session.tokens().len() < session.n_ctx() {
         if tok.is_eog(next) {
@@ -130,7 +129,7 @@ pub fn prompt_logits<B: Backend>(
             break;
         }
         let l = session.feed(&[next], false, |_, _| {})?;
-        next = argmax(l).map_err(|e| Error::Other(e.to_string()))?;
+        next = argmax(l)?;
     }
     Ok(PromptLogits {
         prompt: prompt.to_string(),

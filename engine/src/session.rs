@@ -44,7 +44,7 @@ pub struct Session<'m, B: Backend> {
 impl<'m, B: Backend> Session<'m, B> {
     pub fn new(model: &'m Model<B>, n_ctx: usize, kv_type: KvType) -> Result<Self> {
         if n_ctx == 0 {
-            return Err(Error::Other("the context size must be at least 1".into()));
+            return Err(Error::Config("the context size must be at least 1".into()));
         }
         Ok(Session {
             cache: model.new_cache(n_ctx, 1, kv_type)?,

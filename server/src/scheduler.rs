@@ -244,7 +244,7 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         cfg: SchedulerConfig,
     ) -> hearth::Result<Self> {
         if cfg.n_slots == 0 || cfg.n_ctx == 0 || cfg.chunk == 0 {
-            return Err(hearth::Error::Other(
+            return Err(hearth::Error::Config(
                 "slots, context and prefill chunk must all be at least 1".into(),
             ));
         }

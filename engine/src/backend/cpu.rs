@@ -75,18 +75,20 @@ impl CpuWeight {
                 *cols,
                 &file.bytes()[*start..*start + *len],
             )?),
-            CpuWeight::Vector(_) => {
-                Err(Error::Other("a vector weight was used as a matrix".into()))
-            }
+            CpuWeight::Vector(_) => Err(Error::shape(
+                "matmul",
+                "a vector weight was used as a matrix".into(),
+            )),
         }
     }
 
     fn vector(&self) -> Result<&[f32]> {
         match self {
             CpuWeight::Vector(v) => Ok(v),
-            CpuWeight::Matrix { .. } => {
-                Err(Error::Other("a matrix weight was used as a vector".into()))
-            }
+            CpuWeight::Matrix { .. } => Err(Error::shape(
+                "vector op",
+                "a matrix weight was used as a vector".into(),
+            )),
         }
     }
 }
@@ -182,9 +184,7 @@ fn attend_store(
         (KvStore::Q8_0(k), KvStore::Q8_0(v)) => {
             go(p, (k, v), n_values / QK8_0, q, q_pos, pos, out, scratch)
         }
-        _ => Err(Error::Other(
-            "KV cache keys and values differ in type".into(),
-        )),
+        _ => Err(Error::Cache("keys and values differ in type".into())),
     }
 }
 
@@ -246,11 +246,11 @@ fn matmul_op(m: &QMatrix<'_>) -> Op {
     }
 }
 
-fn check_cols(op: &str, a: usize, b: usize) -> Result<()> {
+fn check_cols(op: &'static str, a: usize, b: usize) -> Result<()> {
     if a == b {
         Ok(())
     } else {
-        Err(Error::Other(format!("{op}: width {a} does not match {b}")))
+        Err(Error::shape(op, format!("width {a} does not match {b}")))
     }
 }
 
@@ -301,8 +301,8 @@ impl Backend for Cpu {
 
     fn new_cache(&self, spec: &CacheSpec) -> Result<CpuCache> {
         if spec.kv_type == KvType::Q8_0 && !spec.kv_dim.is_multiple_of(QK8_0) {
-            return Err(Error::Other(format!(
-                "a Q8_0 KV cache needs rows of whole 32-value blocks; this model's are {}",
+            return Err(Error::Cache(format!(
+                "Q8_0 needs rows of whole 32-value blocks; this model's are {}",
                 spec.kv_dim
             )));
         }
@@ -358,10 +358,10 @@ impl Backend for Cpu {
             .zip(ids)
             .try_for_each(|(row, &id)| {
                 if id as usize >= m.rows() {
-                    return Err(Error::Tokenizer(format!(
-                        "token id {id} is outside the vocabulary of {}",
-                        m.rows()
-                    )));
+                    return Err(Error::TokenOutOfVocabulary {
+                        id,
+                        n_vocab: m.rows(),
+                    });
                 }
                 m.dequantize_row(id as usize, row)?;
                 if scale != 1.0 {
@@ -419,11 +419,14 @@ impl Backend for Cpu {
         let _t = profile::start(Op::RmsNorm, x.rows);
         let w = w.vector()?;
         if w.is_empty() || !x.cols.is_multiple_of(w.len()) {
-            return Err(Error::Other(format!(
-                "rms_norm_heads: head norm of {} does not divide rows of {}",
-                w.len(),
-                x.cols
-            )));
+            return Err(Error::shape(
+                "rms_norm_heads",
+                format!(
+                    "head norm of {} does not divide rows of {}",
+                    w.len(),
+                    x.cols
+                ),
+            ));
         }
         x.data
             .par_chunks_mut(x.cols)

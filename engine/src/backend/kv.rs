@@ -81,9 +81,10 @@ fn check_width(what: &str, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {
-        Err(Error::Other(format!(
-            "attention {what}: width {got} does not match {want}"
-        )))
+        Err(Error::shape(
+            "attention",
+            format!("{what}: width {got} does not match {want}"),
+        ))
     }
 }
 
@@ -103,12 +104,12 @@ impl KvBook {
     pub fn new(spec: &CacheSpec) -> Result<KvBook> {
         for layer in 0..spec.n_layer {
             if spec.capacity(layer).checked_mul(spec.kv_dim).is_none() {
-                return Err(Error::Other("KV cache size overflows".into()));
+                return Err(Error::Cache("its size overflows".into()));
             }
         }
         if spec.windows.len() > spec.n_layer {
-            return Err(Error::Other(format!(
-                "KV cache: {} layer windows for {} layers",
+            return Err(Error::Cache(format!(
+                "{} layer windows for {} layers",
                 spec.windows.len(),
                 spec.n_layer
             )));
@@ -206,7 +207,7 @@ impl KvBook {
     ) -> Result<Stores<'a>> {
         let spec = &self.spec;
         if layer >= spec.n_layer {
-            return Err(Error::Other(format!(
+            return Err(Error::Cache(format!(
                 "layer {layer} is not in the cache (it holds {})",
                 spec.n_layer
             )));
@@ -219,15 +220,15 @@ impl KvBook {
         check_rows("keys", shapes.k.0, batch.len())?;
         check_rows("values", shapes.v.0, batch.len())?;
         if p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv) {
-            return Err(Error::Other(format!(
-                "attention: {} query heads over {} KV heads",
-                p.n_head, p.n_head_kv
-            )));
+            return Err(Error::shape(
+                "attention",
+                format!("{} query heads over {} KV heads", p.n_head, p.n_head_kv),
+            ));
         }
         let window = self.windowed(layer);
         if let Some(w) = window {
             if p.window.is_none_or(|pw| pw > w) {
-                return Err(Error::Other(format!(
+                return Err(Error::Cache(format!(
                     "attention window {:?} on layer {layer}, whose cache keeps a window of {w}",
                     p.window
                 )));

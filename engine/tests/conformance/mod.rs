@@ -325,8 +325,14 @@ pub fn embed<B: Backend>(b: &B, tol: &Tolerances) {
         }
         let err = b.embed(&w, &[3, 37], 1.0, &mut b.new_tensor());
         assert!(
-            err.is_err(),
-            "{format:?}: an id outside the vocabulary must be an error"
+            matches!(
+                err,
+                Err(hearth::Error::TokenOutOfVocabulary {
+                    id: 37,
+                    n_vocab: 37
+                })
+            ),
+            "{format:?}: an id outside the vocabulary must be an error naming it: {err:?}"
         );
     }
     report("embed", worst, tol.embed);

@@ -204,11 +204,11 @@ fn grid(n: usize) -> Result<(u32, u32)> {
     Ok((x as u32, y as u32))
 }
 
-fn check_cols(op: &str, a: usize, b: usize) -> Result<()> {
+fn check_cols(op: &'static str, a: usize, b: usize) -> Result<()> {
     if a == b {
         Ok(())
     } else {
-        Err(Error::Other(format!("{op}: width {a} does not match {b}")))
+        Err(Error::shape(op, format!("width {a} does not match {b}")))
     }
 }
 
@@ -564,11 +564,11 @@ impl Wgpu {
     }
 
     /// `t`'s buffer and the bytes to bind (all of its rows).
-    fn whole<'t>(&self, t: &'t WgpuTensor, what: &str) -> Result<(&'t wgpu::Buffer, u64)> {
+    fn whole<'t>(&self, t: &'t WgpuTensor, what: &'static str) -> Result<(&'t wgpu::Buffer, u64)> {
         let buf = t
             .buf
             .as_ref()
-            .ok_or_else(|| Error::Other(format!("{what}: the tensor is empty")))?;
+            .ok_or_else(|| Error::shape(what, "the tensor is empty".into()))?;
         let n = t.bytes();
         if n > self.max_binding {
             return Err(Error::Gpu(format!(
@@ -582,9 +582,10 @@ impl Wgpu {
     fn vector<'w>(&self, w: &'w WgpuWeight) -> Result<(&'w wgpu::Buffer, usize)> {
         match w {
             WgpuWeight::Vector { buf, len } => Ok((buf, *len)),
-            WgpuWeight::Matrix { .. } => {
-                Err(Error::Other("a matrix weight was used as a vector".into()))
-            }
+            WgpuWeight::Matrix { .. } => Err(Error::shape(
+                "vector op",
+                "a matrix weight was used as a vector".into(),
+            )),
         }
     }
 
@@ -806,12 +807,13 @@ impl Backend for Wgpu {
             parts,
         } = w
         else {
-            return Err(Error::Other("a vector weight was used as a matrix".into()));
+            return Err(Error::shape(
+                "embed",
+                "a vector weight was used as a matrix".into(),
+            ));
         };
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= *rows) {
-            return Err(Error::Tokenizer(format!(
-                "token id {id} is outside the vocabulary of {rows}"
-            )));
+            return Err(Error::TokenOutOfVocabulary { id, n_vocab: *rows });
         }
         self.ensure(out, ids.len(), *cols)?;
         let pipes = self.quant_pipes(*format)?;
@@ -865,7 +867,10 @@ impl Backend for Wgpu {
             parts,
         } = w
         else {
-            return Err(Error::Other("a vector weight was used as a matrix".into()));
+            return Err(Error::shape(
+                "matmul",
+                "a vector weight was used as a matrix".into(),
+            ));
         };
         check_cols("matmul", x.cols, *cols)?;
         self.ensure(out, x.rows, *rows)?;
@@ -981,10 +986,10 @@ impl Backend for Wgpu {
     fn rms_norm_heads(&self, x: &mut WgpuTensor, w: &WgpuWeight, eps: f32) -> Result<()> {
         let (_, len) = self.vector(w)?;
         if len == 0 || !x.cols.is_multiple_of(len) {
-            return Err(Error::Other(format!(
-                "rms_norm_heads: head norm of {len} does not divide rows of {}",
-                x.cols
-            )));
+            return Err(Error::shape(
+                "rms_norm_heads",
+                format!("head norm of {len} does not divide rows of {}", x.cols),
+            ));
         }
         self.norm_rows(x, w, len, eps)
     }
@@ -1223,10 +1228,10 @@ impl Backend for Wgpu {
 
     fn write(&self, x: &mut WgpuTensor, rows: usize, cols: usize, data: &[f32]) -> Result<()> {
         if data.len() != rows * cols {
-            return Err(Error::Other(format!(
-                "{} values are not {rows} x {cols}",
-                data.len()
-            )));
+            return Err(Error::shape(
+                "write",
+                format!("{} values are not {rows} x {cols}", data.len()),
+            ));
         }
         self.ensure(x, rows, cols)?;
         if !data.is_empty() {
@@ -1253,7 +1258,7 @@ impl Backend for Wgpu {
         let src = x
             .buf
             .as_ref()
-            .ok_or_else(|| Error::Other("read: the tensor is empty".into()))?;
+            .ok_or_else(|| Error::shape("read", "the tensor is empty".into()))?;
         if rec.readback.as_ref().is_none_or(|b| b.size() < n) {
             rec.readback = Some(self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
