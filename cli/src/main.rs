@@ -1076,7 +1076,13 @@ fn run(cli: Cli) -> Result<(), BoxError> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let result = run(Cli::parse());
+    // `HEARTH_PROFILE=1`: the CPU backend's per-op times (the library
+    // only counts; printing is the application's).
+    if let Some(table) = hearth::backend::profile::report() {
+        eprint!("{table}");
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hearth: error: {e}");

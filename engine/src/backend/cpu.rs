@@ -225,15 +225,6 @@ impl Cpu {
     }
 }
 
-impl Drop for Cpu {
-    /// Prints the per-op times of `HEARTH_PROFILE=1` (see `profile`).
-    fn drop(&mut self) {
-        if let Some(table) = profile::report() {
-            eprint!("{table}");
-        }
-    }
-}
-
 /// The profiler's kind for a matmul of `m`.
 fn matmul_op(m: &QMatrix<'_>) -> Op {
     match m.format() {

@@ -1,8 +1,9 @@
 //! An opt-in per-op timer for the CPU backend: with `HEARTH_PROFILE=1` in
 //! the environment, every backend op adds its wall time to a counter of its
 //! kind (split into one-token calls, "decode", and many-token calls,
-//! "prefill"), and the backend prints the table to stderr when it is
-//! dropped. Off (the default), an op costs one load of a cached flag.
+//! "prefill"); [`report`] formats the table (the `hearth` command prints it
+//! to stderr at exit; the library itself never prints). Off (the default),
+//! an op costs one load of a cached flag.
 //!
 //! Wall time of each op as the calling thread sees it, including the wait
 //! for rayon's workers: the table says where a forward pass spends its time,
