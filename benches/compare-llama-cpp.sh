@@ -12,11 +12,13 @@
 #   LLAMA_BENCH=/path/to/llama-bench   use this binary, skip the build
 #   LLAMA_CPP_CACHE=~/.cache/hearth/llama.cpp   where llama.cpp is built once
 #   CARGO_TARGET_DIR                   where Hearth's release build goes
+#   HEARTH_BASE=/path/to/hearth        also bench this Hearth binary (an older
+#                                      commit's build) in every round: a
+#                                      before/after in one run
 #
-# llama.cpp comes from the registry's llama-cpp-python source package, which
-# vendors it (see shared/golden/README.md, "Getting llama.cpp's tools here");
-# the build needs cmake and a C++ compiler and takes 10-15 minutes on two
-# cores, once. Nothing of llama.cpp is written inside this repository.
+# llama.cpp is built once by scripts/build-llama-cpp.sh (from the registry's
+# llama-cpp-python source package; cmake, a C++ compiler, 10-15 minutes on
+# two cores). Nothing of llama.cpp is written inside this repository.
 set -euo pipefail
 
 model=${1:-$HOME/.cache/hearth/models/gemma-3-270m-q4_k_m.gguf}
@@ -25,34 +27,13 @@ p=${P:-512}
 n=${N:-128}
 reps=${REPS:-3}
 rounds=${ROUNDS:-3}
-lcp_version=0.3.36
-cache=${LLAMA_CPP_CACHE:-$HOME/.cache/hearth/llama.cpp}
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 die() { echo "compare-llama-cpp: $*" >&2; exit 1; }
 [[ -f $model ]] || die "no model at $model (scripts/fetch-model.sh fetches the test model)"
 command -v python3 >/dev/null || die "python3 is needed to summarise the results"
 
-build_llama_bench() {
-  local src=$cache/llama_cpp_python-$lcp_version/vendor/llama.cpp
-  local bin=$src/build/bin/llama-bench
-  if [[ -x $bin ]]; then echo "$bin"; return; fi
-  command -v cmake >/dev/null || die "cmake is needed to build llama.cpp (apt-get install -y cmake), or set LLAMA_BENCH"
-  mkdir -p "$cache"
-  if [[ ! -d $src ]]; then
-    echo "compare-llama-cpp: fetching llama-cpp-python $lcp_version (source) into $cache ..." >&2
-    python3 -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
-      "llama-cpp-python==$lcp_version" -d "$cache" >&2
-    tar xzf "$cache/llama_cpp_python-$lcp_version.tar.gz" -C "$cache"
-  fi
-  echo "compare-llama-cpp: building llama-bench (once; 10-15 minutes on 2 cores) ..." >&2
-  cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF >&2
-  cmake --build "$src/build" -j"$(nproc)" --target llama-bench llama-perplexity >&2
-  [[ -x $bin ]] || die "the build did not produce $bin"
-  echo "$bin"
-}
-
-llama_bench=${LLAMA_BENCH:-$(build_llama_bench)}
+llama_bench=${LLAMA_BENCH:-$("$root/scripts/build-llama-cpp.sh" llama-bench)/llama-bench}
 [[ -x $llama_bench ]] || die "LLAMA_BENCH=$llama_bench is not an executable"
 
 echo "compare-llama-cpp: building Hearth (release) ..." >&2
@@ -69,11 +50,16 @@ for ((r = 1; r <= rounds; r++)); do
   echo "compare-llama-cpp: round $r/$rounds: hearth bench ..." >&2
   "$hearth" bench "$model" -t "$threads" -p "$p" -n "$n" -r "$reps" -o json >"$out/hearth-$r.json" 2>"$out/hearth-$r.err" \
     || { cat "$out/hearth-$r.err" >&2; die "hearth bench failed"; }
+  if [[ -n ${HEARTH_BASE:-} ]]; then
+    echo "compare-llama-cpp: round $r/$rounds: $HEARTH_BASE bench ..." >&2
+    "$HEARTH_BASE" bench "$model" -t "$threads" -p "$p" -n "$n" -r "$reps" -o json >"$out/base-$r.json" 2>"$out/base-$r.err" \
+      || { cat "$out/base-$r.err" >&2; die "HEARTH_BASE bench failed"; }
+  fi
 done
 
-python3 - "$out" "$rounds" "$model" "$threads" "$(nproc)" <<'EOF'
+python3 - "$out" "$rounds" "$model" "$threads" "$(nproc)" "${HEARTH_BASE:-}" <<'EOF'
 import json, statistics, sys
-out, rounds, model, threads, nproc = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+out, rounds, model, threads, nproc, base = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 
 def samples(tool):
     by_test = {}
@@ -99,4 +85,17 @@ for test in sorted(set(ll) | set(he)):
     (am, ams), (bm, bms) = fmt(a), fmt(b)
     ratio = f"{statistics.median(b) / statistics.median(a):.3f}" if a and b else "-"
     print(f"| {test:<6} | {am:>16} | {ams:>19} | {bm:>13} | {bms:>16} | {ratio:>26} |")
+
+if base:
+    ba = samples("base")
+    print(f"\nHEARTH_BASE = {base}, in the same rounds\n")
+    print("| test   | base median | base mean ± sd | base/llama.cpp | Hearth/base (medians) |")
+    print("| ------ | ----------: | -------------: | -------------: | --------------------: |")
+    for test in sorted(ba):
+        xs, a, b = ba[test], ll.get(test, []), he.get(test, [])
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        m = statistics.median(xs)
+        r_ll = f"{m / statistics.median(a):.3f}" if a else "-"
+        r_he = f"{statistics.median(b) / m:.3f}" if b else "-"
+        print(f"| {test:<6} | {m:>11.2f} | {statistics.mean(xs):>7.2f} ± {sd:.2f} | {r_ll:>14} | {r_he:>21} |")
 EOF

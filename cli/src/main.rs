@@ -12,9 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use hearth::backend::cpu::Cpu;
 use hearth::backend::wgpu::Wgpu;
 use hearth::backend::{Backend, KvType};
+use hearth::batch::{Batch, Logits};
 use hearth::chat::{ChatTemplate, Message};
 use hearth::generate::Generator;
-use hearth::model::Model;
+use hearth::model::{Model, Workspace};
 use hearth::sampler::{SamplerConfig, StopReason};
 use hearth::session::Session;
 use hearth::tokenizer::Tokenizer;
@@ -82,6 +83,29 @@ enum Command {
         /// Greedy tokens generated after each prompt.
         #[arg(short = 'n', long, default_value_t = 32)]
         n_predict: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run a prompt once and print its named intermediates, layer by layer,
+    /// as llama.cpp's `llama-eval-callback` prints them (`attn_norm-3`, ...);
+    /// `scripts/compare-tap.py` then finds the first that differs from llama.cpp's.
+    Tap {
+        model: PathBuf,
+        /// The prompt, tokenized as llama-eval-callback does (BOS if the file
+        /// asks for it, special-token text parsed); evaluated in one batch,
+        /// logits for its last token.
+        #[arg(short = 'p', long)]
+        prompt: String,
+        /// Only these steps, comma-separated (e.g. `attn_norm,l_out`).
+        #[arg(long, value_delimiter = ',')]
+        ops: Vec<String>,
+        /// Only these layers, comma-separated (the embedding and the tail are
+        /// always printed).
+        #[arg(long, value_delimiter = ',')]
+        layers: Vec<usize>,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -748,6 +772,30 @@ fn logits_cmd<B: Backend>(
     Ok(())
 }
 
+fn tap_cmd<B: Backend>(
+    backend: B,
+    model: &PathBuf,
+    prompt: &str,
+    tap: Box<dyn hearth::tap::Tap + Send>,
+    common: &Common,
+) -> Result<(), BoxError> {
+    let (m, tok, _) = open_model(model, backend)?;
+    let ids = tok.encode(prompt, true, true)?;
+    eprintln!("{} tokens: {ids:?}", ids.len());
+    let mut cache = m.new_cache_with_batch(
+        common.n_ctx(&m).max(ids.len()),
+        1,
+        common.kv_type(),
+        ids.len(),
+    )?;
+    let mut ws = Workspace::new(&m.backend);
+    ws.set_tap(Some(tap));
+    let mut batch = Batch::new();
+    batch.push(0, 0, &ids, Logits::Last)?;
+    m.forward(&batch, &mut cache, &mut ws)?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_cmd<B: Backend>(
     backend: B,
@@ -1036,6 +1084,27 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 top,
                 n_predict,
                 &common
+            ))?;
+        }
+        Command::Tap {
+            model,
+            prompt,
+            ops,
+            layers,
+            output,
+            common,
+        } => {
+            common.setup()?;
+            let out: Box<dyn Write + Send> = match &output {
+                Some(path) => Box::new(
+                    std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout()),
+            };
+            let out = std::io::BufWriter::new(out);
+            let tap = Box::new(hearth::tap::EvalCallbackWriter::new(out, ops, layers));
+            with_backend!(common.backend, false, |be| tap_cmd(
+                be, &model, &prompt, tap, &common
             ))?;
         }
         Command::Run {

@@ -147,3 +147,74 @@ fn logits_and_greedy_run_match_llama_cpp_on_gemma() {
         "{summary}"
     );
 }
+
+/// `hearth tap` on each real model, compared by `scripts/compare-tap.py`
+/// with what llama.cpp's `llama-eval-callback` printed for the same prompt
+/// (`fixtures/tap`, see its README): no tensor diverges. The same dump with
+/// one tensor's values flipped in sign must be reported at that tensor.
+#[test]
+fn tap_matches_llama_eval_callback() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("scripts/compare-tap.py");
+    let cases = [
+        (hearth_tests::model_path(), "gemma-3-270m-q4_k_m", "0,5,17", "Qcur-5"),
+        (hearth_tests::smollm2_path(), "smollm2-135m-instruct-q4_1", "0,29", "ffn_norm-29"),
+    ];
+    for (model, name, layers, broken) in cases {
+        let Some(model) = model else { continue };
+        let fixture = root.join(format!("cli/tests/fixtures/tap/{name}.txt"));
+        let dir = std::env::temp_dir().join(format!("hearth-tap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dump = dir.join(format!("{name}.txt"));
+        let out = hearth()
+            .arg("tap")
+            .arg(&model)
+            .args(["-p", "The capital of France is", "--layers", layers, "-o"])
+            .arg(&dump)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+        let compare = |dump: &std::path::Path| {
+            let out = Command::new("python3").arg(&script).arg(&fixture).arg(dump).output().unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let (code, report) = compare(&dump);
+        assert_eq!(code, Some(0), "{name}:\n{report}");
+        assert!(report.contains("no divergence"), "{report}");
+        assert!(!report.contains("shapes do not match"), "{report}");
+
+        // Flip the sign of every value of one tensor.
+        let text = std::fs::read_to_string(&dump).unwrap();
+        let mut flipped = String::new();
+        let mut inside = false;
+        for line in text.lines() {
+            if line.starts_with("hearth_tap:") {
+                inside = line.contains(&format!(" {broken} = "));
+            } else if inside && line.trim_start().starts_with('[') && line.contains('.') {
+                let body = line.trim_start().trim_start_matches('[').trim_end().trim_end_matches(',');
+                let body = body.trim_end_matches(']');
+                let vals: Vec<String> = body
+                    .split(',')
+                    .map(|v| match v.trim().parse::<f32>() {
+                        Ok(x) => format!("{:12.4}", -x),
+                        Err(_) => v.to_string(),
+                    })
+                    .collect();
+                flipped += &format!("            [{}  ],\n", vals.join(","));
+                continue;
+            }
+            flipped += line;
+            flipped += "\n";
+        }
+        let bad = dir.join(format!("{name}-flipped.txt"));
+        std::fs::write(&bad, flipped).unwrap();
+        let (code, report) = compare(&bad);
+        assert_eq!(code, Some(1), "{name}:\n{report}");
+        assert!(
+            report.contains(&format!("first divergence: {broken} ")),
+            "{name}: expected {broken} to be reported:\n{report}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -58,6 +58,9 @@ pub enum Error {
     /// A setting out of its range (a context of 0 tokens, 0 slots, ...).
     #[error("invalid setting: {0}")]
     Config(String),
+    /// Writing out what was asked for (a [`Tap`](crate::tap::Tap)'s dump) failed.
+    #[error("write: {0}")]
+    Io(#[from] std::io::Error),
     /// Loading the model file at `path` failed.
     #[error("{}: {source}", path.display())]
     Load {

@@ -8,7 +8,9 @@
 //! - [`session::Session`]: one sequence and its KV cache;
 //!   [`generate::Generator`]: sample, stop and stream-decode, one token at
 //!   a time; [`sampler`]: the samplers and stop criteria.
-//! - [`perplexity`], [`logits`]: scoring text and comparing logits.
+//! - [`perplexity`], [`logits`]: scoring text and comparing logits;
+//!   [`tap`]: a forward pass's named intermediates, to compare with
+//!   llama.cpp's layer by layer.
 //!
 //! The whole loop, in `examples/generate.rs`:
 //! `cargo run --release -p hearth --example generate -- model.gguf "Hello"`.
@@ -24,6 +26,7 @@ pub mod model;
 pub mod perplexity;
 pub mod sampler;
 pub mod session;
+pub mod tap;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -313,3 +313,115 @@ fn q8_0_cache_is_close_to_f32() {
     eprintln!("q8_0 vs f32 cache: NMSE {nmse:e}");
     assert!(nmse < 1e-2 && nmse > 0.0, "NMSE {nmse}");
 }
+
+/// A tap sees every named intermediate under llama.cpp's names, in the
+/// order of the forward pass and with llama.cpp's shapes, and changes no
+/// result: the logits are bit-identical with and without it, and the last
+/// tensor tapped is those logits.
+#[test]
+fn tap_names_every_step_and_changes_nothing() {
+    use hearth::tap::{Recorder, Tap, TapName};
+    use hearth_tests::tiny::{HEAD_DIM, N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_LAYER};
+
+    /// Shares what it records with the test after the workspace drops it.
+    struct Shared(Arc<std::sync::Mutex<Recorder>>);
+    impl Tap for Shared {
+        fn tensor(&mut self, name: TapName, ne: [usize; 4], v: &[f32]) -> hearth::Result<()> {
+            self.0.lock().unwrap().tensor(name, ne, v)
+        }
+    }
+
+    let prompt = &tiny_prompt()[..7];
+    let n = prompt.len();
+    for arch in ARCHS {
+        let m = load(arch);
+        let run = |tap: Option<Box<dyn Tap + Send>>| {
+            let mut cache = m.new_cache(64, 1, KvType::F32).unwrap();
+            let mut ws = Workspace::new(&m.backend);
+            ws.set_tap(tap);
+            let mut b = Batch::new();
+            b.push(0, 0, prompt, Logits::Last).unwrap();
+            m.forward(&b, &mut cache, &mut ws).unwrap().to_vec()
+        };
+        let plain = run(None);
+        let rec = Arc::new(std::sync::Mutex::new(Recorder::default()));
+        let tapped = run(Some(Box::new(Shared(rec.clone()))));
+        assert!(
+            plain.iter().zip(&tapped).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{arch}: the tap changed the logits"
+        );
+
+        let rec = rec.lock().unwrap();
+        let names: Vec<String> = rec.tensors.iter().map(|t| t.name.to_string()).collect();
+        let qk_norm = *arch == "qwen3";
+        let mut want = vec!["embd".to_string()];
+        for il in 0..N_LAYER {
+            let mut ops = vec!["attn_norm"];
+            if qk_norm {
+                ops.extend(["Qcur_normed", "Kcur_normed"]);
+            }
+            ops.extend([
+                "Qcur", "Kcur", "Vcur", "kqv_out", "attn_out", "ffn_inp", "ffn_norm", "ffn_gate",
+                "ffn_up", "ffn_swiglu", "ffn_out", "l_out",
+            ]);
+            want.extend(ops.iter().map(|op| format!("{op}-{il}")));
+        }
+        want.extend(["result_norm".into(), "result_output".into()]);
+        assert_eq!(names, want, "{arch}");
+
+        for t in &rec.tensors {
+            let ne = match t.name.op {
+                "Qcur" | "Qcur_normed" => [HEAD_DIM, N_HEAD, n, 1],
+                "Kcur" | "Kcur_normed" | "Vcur" => [HEAD_DIM, N_HEAD_KV, n, 1],
+                "kqv_out" => [N_HEAD * HEAD_DIM, n, 1, 1],
+                "ffn_gate" | "ffn_up" | "ffn_swiglu" => [N_FF, n, 1, 1],
+                "result_norm" => [N_EMBD, 1, 1, 1],
+                "result_output" => [N_VOCAB, 1, 1, 1],
+                _ => [N_EMBD, n, 1, 1],
+            };
+            assert_eq!(t.ne, ne, "{arch}: {}", t.name);
+            assert_eq!(t.values.len(), ne.iter().product::<usize>());
+            assert!(t.values.iter().all(|v| v.is_finite()), "{arch}: {}", t.name);
+        }
+        assert_eq!(rec.tensors.last().unwrap().values, plain, "{arch}");
+        // The residual stream after the last layer, at the last token, is
+        // what the tail normalizes.
+        let l_out = &rec.tensors[rec.tensors.len() - 3];
+        assert_eq!(l_out.name.to_string(), format!("l_out-{}", N_LAYER - 1));
+        let last = &l_out.values[(n - 1) * N_EMBD..];
+        let ms = last.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / N_EMBD as f64;
+        let normed = &rec.tensors[rec.tensors.len() - 2].values;
+        let w: &[f32] = bytemuck::cast_slice(m.file.tensor("output_norm.weight").unwrap().data);
+        let want: Vec<f32> = (0..N_EMBD)
+            .map(|i| (last[i] as f64 / (ms + 1e-5).sqrt() * w[i] as f64) as f32)
+            .collect();
+        let d = max_abs_diff(normed, &want);
+        assert!(d < 1e-4, "{arch}: result_norm is not l_out's last row normed ({d})");
+    }
+}
+
+/// `EvalCallbackWriter` keeps only the steps and layers asked for, and
+/// writes llama-eval-callback's format.
+#[test]
+fn tap_writer_filters_steps_and_layers() {
+    use hearth::tap::EvalCallbackWriter;
+    let m = load("llama");
+    let path = std::env::temp_dir().join(format!("hearth-tap-{}.txt", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let tap = EvalCallbackWriter::new(file, vec!["attn_norm".into(), "result_norm".into()], vec![1]);
+    let mut cache = m.new_cache(64, 1, KvType::F32).unwrap();
+    let mut ws = Workspace::new(&m.backend);
+    ws.set_tap(Some(Box::new(tap)));
+    let mut b = Batch::new();
+    b.push(0, 0, &tiny_prompt()[..9], Logits::Last).unwrap();
+    m.forward(&b, &mut cache, &mut ws).unwrap();
+    drop(ws);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let headers: Vec<&str> = text.lines().filter(|l| l.starts_with("hearth_tap:")).collect();
+    assert_eq!(headers.len(), 2, "{text}");
+    assert!(headers[0].contains(" attn_norm-1 = (f32)"), "{}", headers[0]);
+    assert!(headers[0].ends_with("= {256, 9, 1, 1}"), "{}", headers[0]);
+    assert!(headers[1].contains(" result_norm = (f32)"), "{}", headers[1]);
+    assert_eq!(text.matches("sum = ").count(), 2);
+}

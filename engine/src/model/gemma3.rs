@@ -9,7 +9,7 @@
 //! base; the others use the sliding window with RoPE base 10000; every norm
 //! weight is stored as `1 + w` and is used as stored.
 
-use super::{HParams, Loader, Workspace};
+use super::{Ends, HParams, Loader, Workspace};
 use crate::backend::{AttentionParams, Backend, RopeConfig};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
@@ -38,9 +38,7 @@ struct Layer<B: Backend> {
 }
 
 pub struct Gemma3<B: Backend> {
-    token_embd: B::Weight, // (n_vocab, n_embd); also the output matrix
-    output: Option<B::Weight>,
-    output_norm: B::Weight,
+    ends: Ends<B>,
     layers: Vec<Layer<B>>,
     rope_local: B::Rope,
     rope_global: B::Rope,
@@ -86,13 +84,7 @@ impl<B: Backend> Gemma3<B> {
             neox: true,
         };
         Ok(Gemma3 {
-            token_embd: l.matrix("token_embd.weight", d, hp.n_vocab)?,
-            output: if l.has("output.weight") {
-                Some(l.matrix("output.weight", d, hp.n_vocab)?)
-            } else {
-                None
-            },
-            output_norm: l.vector("output_norm.weight", d)?,
+            ends: Ends::load(l, hp)?,
             layers,
             rope_local: l.backend.rope(&rope(LOCAL_ROPE_BASE))?,
             rope_global: l.backend.rope(&rope(hp.rope_base))?,
@@ -107,7 +99,6 @@ impl<B: Backend> Gemma3<B> {
             .collect()
     }
 
-    /// Returns the workspace slot holding the logits, if any were asked for.
     pub(crate) fn forward(
         &self,
         be: &B,
@@ -115,26 +106,37 @@ impl<B: Backend> Gemma3<B> {
         batch: &Batch,
         cache: &mut B::Cache,
         ws: &mut Workspace<B>,
-    ) -> Result<Option<usize>> {
-        let [x, h, q, k, v, a, o, g, u, out] = &mut ws.t;
+    ) -> Result<()> {
         let pos = batch.positions();
         // The scale is rounded to f32 before use, as llama.cpp does.
-        be.embed(
-            &self.token_embd,
-            batch.tokens(),
-            (hp.n_embd as f32).sqrt(),
-            x,
-        )?;
+        let scale = (hp.n_embd as f32).sqrt();
+        self.ends.embed(be, batch, scale, "inp_scaled", ws)?;
         // llama.cpp: f_attention_scale = 1/sqrt(head_dim) (except Gemma 3 27B).
         let mut params = AttentionParams::new(hp.n_head, hp.n_head_kv, hp.head_dim);
         params.scale = 1.0 / (hp.head_dim as f32).sqrt();
+        let Workspace {
+            x,
+            h,
+            q,
+            k,
+            v,
+            attn,
+            o,
+            gate,
+            up,
+            tap,
+            ..
+        } = ws;
         for (il, ly) in self.layers.iter().enumerate() {
             be.rms_norm(x, &ly.attn_norm, hp.eps, h)?;
+            tap.rows(be, "attn_norm", il, h)?;
             be.matmul(&ly.wq, h, q)?;
             be.matmul(&ly.wk, h, k)?;
             be.matmul(&ly.wv, h, v)?;
             be.rms_norm_heads(q, &ly.q_norm, hp.eps)?;
             be.rms_norm_heads(k, &ly.k_norm, hp.eps)?;
+            tap.heads(be, "Qcur_normed", il, hp.n_head, q)?;
+            tap.heads(be, "Kcur_normed", il, hp.n_head_kv, k)?;
             let rope = if ly.global {
                 &self.rope_global
             } else {
@@ -142,26 +144,34 @@ impl<B: Backend> Gemma3<B> {
             };
             be.apply_rope(q, rope, hp.n_head, pos)?;
             be.apply_rope(k, rope, hp.n_head_kv, pos)?;
+            tap.heads(be, "Qcur", il, hp.n_head, q)?;
+            tap.heads(be, "Kcur", il, hp.n_head_kv, k)?;
+            tap.heads(be, "Vcur", il, hp.n_head_kv, v)?;
             params.window = if ly.global { None } else { Some(self.window) };
-            be.attention(cache, il, batch, q, k, v, &params, a)?;
-            be.matmul(&ly.wo, a, o)?;
+            be.attention(cache, il, batch, q, k, v, &params, attn)?;
+            tap.rows(be, "kqv_out", il, attn)?;
+            be.matmul(&ly.wo, attn, o)?;
+            tap.rows(be, "attn_out", il, o)?;
             be.rms_norm_inplace(o, &ly.post_attn_norm, hp.eps)?;
+            tap.rows(be, "attn_post_norm", il, o)?;
             be.add(x, o)?;
+            tap.rows(be, "sa_out", il, x)?;
 
             be.rms_norm(x, &ly.ffn_norm, hp.eps, h)?;
-            be.matmul(&ly.gate, h, g)?;
-            be.matmul(&ly.up, h, u)?;
-            be.gelu_mul(g, u)?;
-            be.matmul(&ly.down, g, o)?;
+            tap.rows(be, "ffn_norm", il, h)?;
+            be.matmul(&ly.gate, h, gate)?;
+            be.matmul(&ly.up, h, up)?;
+            tap.rows(be, "ffn_gate", il, gate)?;
+            tap.rows(be, "ffn_up", il, up)?;
+            be.gelu_mul(gate, up)?;
+            tap.rows(be, "ffn_geglu", il, gate)?;
+            be.matmul(&ly.down, gate, o)?;
+            tap.rows(be, "ffn_out", il, o)?;
             be.rms_norm_inplace(o, &ly.post_ffw_norm, hp.eps)?;
+            tap.rows(be, "ffn_post_norm", il, o)?;
             be.add(x, o)?;
+            tap.rows(be, "l_out", il, x)?;
         }
-        if batch.logit_rows().is_empty() {
-            return Ok(None);
-        }
-        be.select_rows(x, batch.logit_rows(), h)?;
-        be.rms_norm_inplace(h, &self.output_norm, hp.eps)?;
-        be.matmul(self.output.as_ref().unwrap_or(&self.token_embd), h, out)?;
-        Ok(Some(9))
+        self.ends.logits(be, hp, batch, ws)
     }
 }

@@ -7,7 +7,7 @@
 //! SiLU(gate) * up → down → residual. The output matrix falls back to the
 //! token embedding when the file has none (tied embeddings).
 
-use super::{HParams, Loader, Workspace};
+use super::{Ends, HParams, Loader, Workspace};
 use crate::backend::{AttentionParams, Backend, RopeConfig};
 use crate::batch::Batch;
 use crate::error::Result;
@@ -27,9 +27,7 @@ struct Layer<B: Backend> {
 }
 
 pub struct Llama<B: Backend> {
-    token_embd: B::Weight,
-    output: Option<B::Weight>,
-    output_norm: B::Weight,
+    ends: Ends<B>,
     layers: Vec<Layer<B>>,
     rope: B::Rope,
 }
@@ -74,13 +72,7 @@ impl<B: Backend> Llama<B> {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Llama {
-            token_embd: l.matrix("token_embd.weight", d, hp.n_vocab)?,
-            output: if l.has("output.weight") {
-                Some(l.matrix("output.weight", d, hp.n_vocab)?)
-            } else {
-                None
-            },
-            output_norm: l.vector("output_norm.weight", d)?,
+            ends: Ends::load(l, hp)?,
             layers,
             rope: l.backend.rope(&RopeConfig {
                 head_dim: hd,
@@ -100,13 +92,26 @@ impl<B: Backend> Llama<B> {
         batch: &Batch,
         cache: &mut B::Cache,
         ws: &mut Workspace<B>,
-    ) -> Result<Option<usize>> {
-        let [x, h, q, k, v, a, o, g, u, out] = &mut ws.t;
+    ) -> Result<()> {
         let pos = batch.positions();
-        be.embed(&self.token_embd, batch.tokens(), 1.0, x)?;
+        self.ends.embed(be, batch, 1.0, "embd", ws)?;
         let params = AttentionParams::new(hp.n_head, hp.n_head_kv, hp.head_dim);
+        let Workspace {
+            x,
+            h,
+            q,
+            k,
+            v,
+            attn,
+            o,
+            gate,
+            up,
+            tap,
+            ..
+        } = ws;
         for (il, ly) in self.layers.iter().enumerate() {
             be.rms_norm(x, &ly.attn_norm, hp.eps, h)?;
+            tap.rows(be, "attn_norm", il, h)?;
             be.matmul(&ly.wq, h, q)?;
             be.matmul(&ly.wk, h, k)?;
             be.matmul(&ly.wv, h, v)?;
@@ -118,26 +123,34 @@ impl<B: Backend> Llama<B> {
             if let Some([qn, kn]) = &ly.qk_norm {
                 be.rms_norm_heads(q, qn, hp.eps)?;
                 be.rms_norm_heads(k, kn, hp.eps)?;
+                tap.heads(be, "Qcur_normed", il, hp.n_head, q)?;
+                tap.heads(be, "Kcur_normed", il, hp.n_head_kv, k)?;
             }
             be.apply_rope(q, &self.rope, hp.n_head, pos)?;
             be.apply_rope(k, &self.rope, hp.n_head_kv, pos)?;
-            be.attention(cache, il, batch, q, k, v, &params, a)?;
-            be.matmul(&ly.wo, a, o)?;
+            tap.heads(be, "Qcur", il, hp.n_head, q)?;
+            tap.heads(be, "Kcur", il, hp.n_head_kv, k)?;
+            tap.heads(be, "Vcur", il, hp.n_head_kv, v)?;
+            be.attention(cache, il, batch, q, k, v, &params, attn)?;
+            tap.rows(be, "kqv_out", il, attn)?;
+            be.matmul(&ly.wo, attn, o)?;
+            tap.rows(be, "attn_out", il, o)?;
             be.add(x, o)?;
+            tap.rows(be, "ffn_inp", il, x)?;
 
             be.rms_norm(x, &ly.ffn_norm, hp.eps, h)?;
-            be.matmul(&ly.gate, h, g)?;
-            be.matmul(&ly.up, h, u)?;
-            be.silu_mul(g, u)?;
-            be.matmul(&ly.down, g, o)?;
+            tap.rows(be, "ffn_norm", il, h)?;
+            be.matmul(&ly.gate, h, gate)?;
+            be.matmul(&ly.up, h, up)?;
+            tap.rows(be, "ffn_gate", il, gate)?;
+            tap.rows(be, "ffn_up", il, up)?;
+            be.silu_mul(gate, up)?;
+            tap.rows(be, "ffn_swiglu", il, gate)?;
+            be.matmul(&ly.down, gate, o)?;
+            tap.rows(be, "ffn_out", il, o)?;
             be.add(x, o)?;
+            tap.rows(be, "l_out", il, x)?;
         }
-        if batch.logit_rows().is_empty() {
-            return Ok(None);
-        }
-        be.select_rows(x, batch.logit_rows(), h)?;
-        be.rms_norm_inplace(h, &self.output_norm, hp.eps)?;
-        be.matmul(self.output.as_ref().unwrap_or(&self.token_embd), h, out)?;
-        Ok(Some(9))
+        self.ends.logits(be, hp, batch, ws)
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, CacheSpec, KvType, ModelFile};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
+use crate::tap::{Tap, TapPoint};
 
 /// The architectures Hearth runs, as `general.architecture` names them.
 pub const SUPPORTED: &str = "gemma3, llama, qwen2, qwen3";
@@ -141,18 +142,106 @@ pub enum Arch<B: Backend> {
     Llama(llama::Llama<B>),
 }
 
-/// Activations reused across forward passes.
+/// The activations of a forward pass, reused from one pass to the next.
+/// Shapes are rows x columns for a batch of `n` tokens, of which `n_out`
+/// asked for logits; `q_dim = n_head * head_dim`, `kv_dim = n_head_kv * head_dim`.
 pub struct Workspace<B: Backend> {
-    pub(crate) t: [B::Tensor; 10],
-    logits: Vec<f32>,
+    pub(crate) x: B::Tensor,      // (n, n_embd): the residual stream
+    pub(crate) h: B::Tensor, // (n, n_embd): x normed, the input of attention or FFN; (n_out, n_embd) in the tail
+    pub(crate) q: B::Tensor, // (n, q_dim)
+    pub(crate) k: B::Tensor, // (n, kv_dim)
+    pub(crate) v: B::Tensor, // (n, kv_dim)
+    pub(crate) attn: B::Tensor, // (n, q_dim): attention's output, before the output projection
+    pub(crate) o: B::Tensor, // (n, n_embd): the attention or FFN block's output, added to x
+    pub(crate) gate: B::Tensor, // (n, n_ff); act(gate) * up after the activation
+    pub(crate) up: B::Tensor, // (n, n_ff)
+    pub(crate) logits: B::Tensor, // (n_out, n_vocab)
+    pub(crate) tap: TapPoint,
+    host_logits: Vec<f32>,
 }
 
 impl<B: Backend> Workspace<B> {
     pub fn new(backend: &B) -> Self {
         Workspace {
-            t: std::array::from_fn(|_| backend.new_tensor()),
-            logits: Vec::new(),
+            x: backend.new_tensor(),
+            h: backend.new_tensor(),
+            q: backend.new_tensor(),
+            k: backend.new_tensor(),
+            v: backend.new_tensor(),
+            attn: backend.new_tensor(),
+            o: backend.new_tensor(),
+            gate: backend.new_tensor(),
+            up: backend.new_tensor(),
+            logits: backend.new_tensor(),
+            tap: TapPoint::default(),
+            host_logits: Vec::new(),
         }
+    }
+
+    /// Sets the [`Tap`] that receives every named intermediate of the
+    /// next forward passes (`None`: none, the default); returns the one
+    /// set before.
+    pub fn set_tap(&mut self, tap: Option<Box<dyn Tap + Send>>) -> Option<Box<dyn Tap + Send>> {
+        self.tap.set(tap)
+    }
+}
+
+/// The two ends of every architecture: the token embedding in, and the
+/// tail out (the logit rows of the residual stream, the final RMSNorm, the
+/// output matrix, or the embedding when the file ties them).
+pub(crate) struct Ends<B: Backend> {
+    token_embd: B::Weight,     // (n_vocab, n_embd)
+    output: Option<B::Weight>, // (n_vocab, n_embd); None: tied to token_embd
+    output_norm: B::Weight,    // (n_embd)
+}
+
+impl<B: Backend> Ends<B> {
+    pub(crate) fn load(l: &Loader<'_, B>, hp: &HParams) -> Result<Self> {
+        let d = hp.n_embd;
+        Ok(Ends {
+            token_embd: l.matrix("token_embd.weight", d, hp.n_vocab)?,
+            output: if l.has("output.weight") {
+                Some(l.matrix("output.weight", d, hp.n_vocab)?)
+            } else {
+                None
+            },
+            output_norm: l.vector("output_norm.weight", d)?,
+        })
+    }
+
+    /// `ws.x` = the batch's token embeddings times `scale`, tapped as `name`.
+    pub(crate) fn embed(
+        &self,
+        be: &B,
+        batch: &Batch,
+        scale: f32,
+        name: &'static str,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        be.embed(&self.token_embd, batch.tokens(), scale, &mut ws.x)?;
+        ws.tap.rows(be, name, None, &ws.x)
+    }
+
+    /// `ws.logits` from the residual stream `ws.x`, for the batch's logit
+    /// rows (none: nothing to do).
+    pub(crate) fn logits(
+        &self,
+        be: &B,
+        hp: &HParams,
+        batch: &Batch,
+        ws: &mut Workspace<B>,
+    ) -> Result<()> {
+        if batch.logit_rows().is_empty() {
+            return Ok(());
+        }
+        let Workspace {
+            x, h, logits, tap, ..
+        } = ws;
+        be.select_rows(x, batch.logit_rows(), h)?;
+        be.rms_norm_inplace(h, &self.output_norm, hp.eps)?;
+        tap.rows(be, "result_norm", None, h)?;
+        be.matmul(self.output.as_ref().unwrap_or(&self.token_embd), h, logits)?;
+        tap.rows(be, "result_output", None, logits)
     }
 }
 
@@ -260,21 +349,20 @@ impl<B: Backend> Model<B> {
         if batch.is_empty() {
             return Err(Error::Batch("empty batch".into()));
         }
-        let out = match &self.arch {
+        match &self.arch {
             Arch::Gemma3(m) => m.forward(&self.backend, &self.hparams, batch, cache, ws)?,
             Arch::Llama(m) => m.forward(&self.backend, &self.hparams, batch, cache, ws)?,
-        };
-        self.backend.commit(cache, batch)?;
-        match out {
-            Some(i) => {
-                let (rows, cols) = self.backend.read(&ws.t[i], &mut ws.logits)?;
-                debug_assert_eq!(
-                    (rows, cols),
-                    (batch.logit_rows().len(), self.hparams.n_vocab)
-                );
-            }
-            None => ws.logits.clear(),
         }
-        Ok(&ws.logits)
+        self.backend.commit(cache, batch)?;
+        if batch.logit_rows().is_empty() {
+            ws.host_logits.clear();
+        } else {
+            let (rows, cols) = self.backend.read(&ws.logits, &mut ws.host_logits)?;
+            debug_assert_eq!(
+                (rows, cols),
+                (batch.logit_rows().len(), self.hparams.n_vocab)
+            );
+        }
+        Ok(&ws.host_logits)
     }
 }
