@@ -12,6 +12,7 @@
 #   LLAMA_BENCH=/path/to/llama-bench   use this binary, skip the build
 #   LLAMA_CPP_CACHE=~/.cache/hearth/llama.cpp   where llama.cpp is built once
 #   CARGO_TARGET_DIR                   where Hearth's release build goes
+#   HEARTH=/path/to/hearth             bench this binary, skip the build
 #   HEARTH_BASE=/path/to/hearth        also bench this Hearth binary (an older
 #                                      commit's build) in every round: a
 #                                      before/after in one run
@@ -36,9 +37,13 @@ command -v python3 >/dev/null || die "python3 is needed to summarise the results
 llama_bench=${LLAMA_BENCH:-$("$root/scripts/build-llama-cpp.sh" llama-bench)/llama-bench}
 [[ -x $llama_bench ]] || die "LLAMA_BENCH=$llama_bench is not an executable"
 
-echo "compare-llama-cpp: building Hearth (release) ..." >&2
-(cd "$root" && cargo build -q --release -p hearth-cli)
-hearth=${CARGO_TARGET_DIR:-$root/target}/release/hearth
+if [[ -n ${HEARTH:-} ]]; then
+  hearth=$HEARTH
+else
+  echo "compare-llama-cpp: building Hearth (release) ..." >&2
+  (cd "$root" && cargo build -q --release -p hearth-cli)
+  hearth=${CARGO_TARGET_DIR:-$root/target}/release/hearth
+fi
 [[ -x $hearth ]] || die "no Hearth binary at $hearth"
 
 out=$(mktemp -d)

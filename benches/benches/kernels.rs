@@ -47,22 +47,11 @@ use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The weight formats with a dot product, in ggml's type order.
-const WEIGHT_FORMATS: [Format; 13] = [
-    Format::F16,
-    Format::Q4_0,
-    Format::Q4_1,
-    Format::Q5_0,
-    Format::Q5_1,
-    Format::Q8_0,
-    Format::Q2_K,
-    Format::Q3_K,
-    Format::Q4_K,
-    Format::Q5_K,
-    Format::Q6_K,
-    Format::IQ4_NL,
-    Format::IQ4_XS,
-];
+/// The weight formats benchmarked: those with a quantized dot product (the
+/// float formats but F16 have only the f32 path), in ggml's type order.
+fn weight_formats() -> impl Iterator<Item = Format> {
+    Format::weights().filter(|f| !matches!(f, Format::F32 | Format::BF16))
+}
 
 /// Distinct quantized rows per matrix; the rest repeat them.
 const TILE_ROWS: usize = 256;
@@ -257,7 +246,7 @@ fn gemv(c: &mut Criterion, rows: usize, cols: usize) {
     // Build no matrix (up to 335 MB each) that the filter leaves out.
     let wanted =
         |f: Format| fits(f, cols) && ids(f).iter().any(|id| selected(&format!("{name}/{id}")));
-    if !WEIGHT_FORMATS.iter().any(|&f| wanted(f)) {
+    if !weight_formats().any(wanted) {
         return;
     }
     let mut g = c.benchmark_group(&name);
@@ -272,7 +261,7 @@ fn gemv(c: &mut Criterion, rows: usize, cols: usize) {
     let x = random_f32s(cols, 1);
     let mut out = vec![0.0f32; rows];
     let mut scratch = MatmulScratch::default();
-    for (i, &format) in WEIGHT_FORMATS.iter().enumerate() {
+    for (i, format) in weight_formats().enumerate() {
         if !wanted(format) {
             continue;
         }
@@ -320,7 +309,7 @@ fn gemm_benches(c: &mut Criterion) {
     let x = random_f32s(tokens * cols, 2);
     let mut out = vec![0.0f32; tokens * rows];
     let mut scratch = MatmulScratch::default();
-    for (i, &format) in WEIGHT_FORMATS.iter().enumerate() {
+    for (i, format) in weight_formats().enumerate() {
         if !selected(&format!("{name}/{}", format.name())) {
             continue;
         }

@@ -51,7 +51,7 @@ mod x86 {
     use rayon::prelude::*;
 
     use crate::matmul::QMatrix;
-    use crate::quant::x86_util::{halves_f16, hsum_f32_512, hsum_i32_256};
+    use crate::quant::x86_util::{f16c, halves_f16, hsum_f32_512, hsum_i32_256};
     use crate::quant::{
         blocks_from_bytes, BlockQ4K, BlockQ5_0, BlockQ6K, BlockQ8K, BlockQ8_0, Format, QuantError,
     };
@@ -521,9 +521,9 @@ mod x86 {
         unsafe fn pack(x: &Self, out: &mut KBlock) {
             // SAFETY: the features are enabled for this function.
             unsafe {
-                let (q, sc, sc16, d) = crate::quant::q6_k::unpacked_avx512(x);
-                store_k(out, q, sc, sc16);
-                (out.d, out.dmin) = (d, 0.0);
+                let u = crate::quant::k16_x86::unpack_avx512(x);
+                store_k(out, u.q, u.sc, u.sc16);
+                (out.d, out.dmin) = (f16c(x.d), 0.0);
             }
         }
     }

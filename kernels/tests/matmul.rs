@@ -19,30 +19,12 @@ fn normal(rng: &mut Rng) -> f32 {
     rng.normal(1.0 / 3f32.sqrt())
 }
 
-const WEIGHT_FORMATS: &[Format] = &[
-    Format::F32,
-    Format::F16,
-    Format::BF16,
-    Format::Q4_0,
-    Format::Q4_1,
-    Format::Q5_0,
-    Format::Q5_1,
-    Format::Q8_0,
-    Format::Q2_K,
-    Format::Q3_K,
-    Format::Q4_K,
-    Format::Q5_K,
-    Format::Q6_K,
-    Format::IQ4_NL,
-    Format::IQ4_XS,
-];
-
 #[test]
 fn matmul_matches_f64_reference_for_every_format_and_batch() {
     let (rows, cols) = (37, 512);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut scratch = MatmulScratch::default();
-    for &format in WEIGHT_FORMATS {
+    for format in Format::weights() {
         let k = kernels(format);
         let wf: Vec<f32> = (0..rows * cols).map(|_| normal(&mut rng)).collect();
         let row_bytes = format.row_size(cols).unwrap();
@@ -124,30 +106,41 @@ fn many_tokens_equal_one_vec_dot_per_output_bit_for_bit() {
     let mut scratch = MatmulScratch::default();
     // 1024 columns: 32 Q8_0 blocks, 4 K-quant blocks; an odd row count.
     let (rows, cols) = (41, 1024);
-    for &format in WEIGHT_FORMATS {
+    for format in Format::weights() {
         let wq = random_matrix(&mut rng, format, rows, cols);
         let w = QMatrix::new(format, rows, cols, &wq).unwrap();
-        let act_format = kernels(format).vec_dot_type;
-        let vec_dot = vec_dot_for(format, act_format).unwrap();
-        let quantize = kernels(act_format).quantizer().unwrap();
-        let act_row = act_format.row_size(cols).unwrap();
         for n_tokens in [1, 2, 3, 5, 7, 9, 64, 513] {
-            let x: Vec<f32> = (0..n_tokens * cols).map(|_| normal(&mut rng)).collect();
-            let mut out = vec![f32::NAN; n_tokens * rows];
-            matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
-            let mut act = vec![0u8; act_row];
-            for t in 0..n_tokens {
-                quantize(&x[t * cols..(t + 1) * cols], &mut act).unwrap();
-                for r in 0..rows {
-                    let want = vec_dot(w.row(r), &act).unwrap();
-                    let got = out[t * rows + r];
-                    assert_eq!(
-                        got.to_bits(),
-                        want.to_bits(),
-                        "{format} x{n_tokens}: token {t} row {r}: {got} vs {want}"
-                    );
-                }
-            }
+            assert_matmul_is_vec_dot(&mut rng, &w, n_tokens, &mut scratch);
+        }
+    }
+}
+
+/// `matmul(w, x)` for random `x` of `n_tokens` rows equals, bit for bit, one
+/// `vec_dot` per output on each token's activations quantized alone.
+fn assert_matmul_is_vec_dot(
+    rng: &mut Rng,
+    w: &QMatrix,
+    n_tokens: usize,
+    scratch: &mut MatmulScratch,
+) {
+    let (format, rows, cols) = (w.format(), w.rows(), w.cols());
+    let act_format = kernels(format).vec_dot_type;
+    let vec_dot = vec_dot_for(format, act_format).unwrap();
+    let quantize = kernels(act_format).quantizer().unwrap();
+    let x: Vec<f32> = (0..n_tokens * cols).map(|_| normal(rng)).collect();
+    let mut out = vec![f32::NAN; n_tokens * rows];
+    matmul(w, &x, n_tokens, &mut out, scratch).unwrap();
+    let mut act = vec![0u8; act_format.row_size(cols).unwrap()];
+    for t in 0..n_tokens {
+        quantize(&x[t * cols..(t + 1) * cols], &mut act).unwrap();
+        for r in 0..rows {
+            let want = vec_dot(w.row(r), &act).unwrap();
+            let got = out[t * rows + r];
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{format} {rows}x{cols} x{n_tokens}: token {t} row {r}: {got} vs {want}"
+            );
         }
     }
 }
@@ -193,30 +186,11 @@ fn odd_block_counts_match_one_vec_dot_bit_for_bit() {
     let mut rng = Rng(0x5eed);
     let mut scratch = MatmulScratch::default();
     for format in [Format::Q8_0, Format::Q5_0] {
-        let act_format = kernels(format).vec_dot_type;
-        let vec_dot = vec_dot_for(format, act_format).unwrap();
-        let quantize = kernels(act_format).quantizer().unwrap();
         for (rows, cols) in [(7, 32), (13, 96), (6, 608)] {
-            let act_row = act_format.row_size(cols).unwrap();
             let wq = random_matrix(&mut rng, format, rows, cols);
             let w = QMatrix::new(format, rows, cols, &wq).unwrap();
             for n_tokens in [8, 11, 33] {
-                let x: Vec<f32> = (0..n_tokens * cols).map(|_| normal(&mut rng)).collect();
-                let mut out = vec![f32::NAN; n_tokens * rows];
-                matmul(&w, &x, n_tokens, &mut out, &mut scratch).unwrap();
-                let mut act = vec![0u8; act_row];
-                for t in 0..n_tokens {
-                    quantize(&x[t * cols..(t + 1) * cols], &mut act).unwrap();
-                    for r in 0..rows {
-                        let want = vec_dot(w.row(r), &act).unwrap();
-                        let got = out[t * rows + r];
-                        assert_eq!(
-                            got.to_bits(),
-                            want.to_bits(),
-                            "{format} {rows}x{cols} x{n_tokens}"
-                        );
-                    }
-                }
+                assert_matmul_is_vec_dot(&mut rng, &w, n_tokens, &mut scratch);
             }
         }
     }

@@ -6,6 +6,8 @@
 //! `(w*x)*(float)l`), so a quantizer here picks the same levels as ggml's
 //! `quantize_row_*_ref` built without FMA contraction.
 
+use super::{f16_bytes, f16_le, QK_K};
+
 /// Smallest group maximum treated as non-zero (`GROUP_MAX_EPS`).
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
@@ -281,6 +283,108 @@ pub(crate) fn make_qkx2_quants(
 /// nibbles in `q[j+4]` and the top 2 bits in the spare bits of `q[j-4]` and
 /// `q[j]`.
 #[inline(always)]
+/// The part of `quantize_row_q4_K_ref` and `quantize_row_q5_K_ref` they
+/// share, for one super-block `x` of 256 values: per sub-block of 32,
+/// `make_qkx2_quants(nmax, weights = sqrt(mean x^2) + |x|, rmin, rdelta
+/// 0.1, nstep)`; the 8 scales and mins quantized to 6 bits against their
+/// maxima; then every value re-quantized against the rounded scales into
+/// `l` (0..=nmax). Returns the packed scales and the f16 `d` and `dmin`.
+pub(crate) fn quantize_scale_min_k4(
+    x: &[f32],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    l: &mut [u8; QK_K],
+) -> ([u8; 12], [u8; 2], [u8; 2]) {
+    let mut laux = [0u8; 32];
+    let mut weights = [0.0f32; 32];
+    let mut mins = [0.0f32; QK_K / 32];
+    let mut scales = [0.0f32; QK_K / 32];
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..QK_K / 32 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut sum_x2 = 0.0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (w, &v) in weights.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+        let (scale, min) = make_qkx2_quants(
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            &mut laux,
+            rmin,
+            0.1,
+            nstep,
+            false,
+        );
+        scales[j] = scale;
+        mins[j] = min;
+        if scale > max_scale {
+            max_scale = scale;
+        }
+        if min > max_min {
+            max_min = min;
+        }
+    }
+
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..QK_K / 32 {
+        // ggml stores nearest_int's int in a uint8_t, then clamps.
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+    }
+    let packed = pack_scale_min_k4(&ls, &lm);
+    let (d, dmin) = (f16_bytes(max_scale / 63.0), f16_bytes(max_min / 63.0));
+
+    for j in 0..QK_K / 32 {
+        let (sc, m) = get_scale_min_k4(j, &packed);
+        let d = f16_le(d) * sc as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = f16_le(dmin) * m as f32;
+        for ii in 0..32 {
+            let q = nearest_int((x[32 * j + ii] + dm) / d);
+            l[32 * j + ii] = q.clamp(0, nmax) as u8;
+        }
+    }
+    (packed, d, dmin)
+}
+
+/// The eight lane sums of ggml's generic K-quant dot products with 16-value
+/// sub-blocks (Q3_K, Q6_K): `aux32[l] = sum_j scale(j) * sum_{i = l mod 8}
+/// a_i * q8_i`, for the block's values `a` and Q8_K quants `q8`.
+#[inline(always)]
+pub(crate) fn lane_sums_16(
+    a: &[i8; QK_K],
+    q8: &[i8; QK_K],
+    scale: impl Fn(usize) -> i32,
+) -> [i32; 8] {
+    let mut aux32 = [0i32; 8];
+    for (j, (a, q8)) in a.chunks_exact(16).zip(q8.chunks_exact(16)).enumerate() {
+        let scale = scale(j);
+        for (a, q8) in a.chunks_exact(8).zip(q8.chunks_exact(8)) {
+            for l in 0..8 {
+                aux32[l] += scale * (q8[l] as i32 * a[l] as i32);
+            }
+        }
+    }
+    aux32
+}
+
 pub(crate) fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)

@@ -30,6 +30,8 @@ mod block32_x86;
 pub mod float;
 pub mod iq4_nl;
 pub mod iq4_xs;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod k16_x86;
 mod kquants;
 pub mod q2_k;
 pub mod q3_k;
@@ -111,6 +113,17 @@ impl Format {
         Format::IQ4_XS,
         Format::BF16,
     ];
+
+    /// Whether weights are stored in this format: every format but the
+    /// activation-only Q8_1 and Q8_K.
+    pub const fn is_weight(self) -> bool {
+        !matches!(self, Format::Q8_1 | Format::Q8_K)
+    }
+
+    /// The weight formats ([`is_weight`](Self::is_weight)), in ggml's type order.
+    pub fn weights() -> impl Iterator<Item = Format> {
+        Self::ALL.into_iter().filter(|f| f.is_weight())
+    }
 
     /// ggml's name for the type (`type_name` in ggml.c's `type_traits`).
     pub const fn name(self) -> &'static str {

@@ -161,17 +161,7 @@ pub fn quantize_row_q3_K(x: &[f32], y: &mut [BlockQ3K]) -> Result<(), QuantError
 /// `aux32[l] = sum_j (sc_j - 32) * sum_{i = l mod 8} q3 * q8`.
 #[inline(always)]
 pub(crate) fn block_isums(x: &BlockQ3K, y: &BlockQ8K) -> [i32; 8] {
-    let a = x.values();
-    let mut aux32 = [0i32; 8];
-    for (j, (a, q8)) in a.chunks_exact(16).zip(y.qs.chunks_exact(16)).enumerate() {
-        let scale = x.scale(j) as i32 - 32;
-        for (a, q8) in a.chunks_exact(8).zip(q8.chunks_exact(8)) {
-            for l in 0..8 {
-                aux32[l] += scale * (q8[l] as i32 * a[l] as i32);
-            }
-        }
-    }
-    aux32
+    super::kquants::lane_sums_16(&x.values(), &y.qs, |j| x.scale(j) as i32 - 32)
 }
 
 /// ggml's `ggml_vec_dot_q3_K_q8_K_generic`.
@@ -190,248 +180,55 @@ pub fn vec_dot_q3_K_q8_K(x: &[BlockQ3K], y: &[BlockQ8K]) -> Result<f32, QuantErr
 
 super::impl_block!(BlockQ3K, Q3_K, QK_K, dequantize_row_q3_K, quantize_row_q3_K);
 
-super::simd::impl_simd_dot!(
-    BlockQ3K, BlockQ8K, isum: i32,
-    scalar: scalar_row, scalar_isum,
-    avx2: x86::avx2_row, x86::isum_avx2,
-    avx512: x86::avx512_tile, x86::isum_avx512_vnni,
-);
+super::simd::impl_simd_dot!(k16: BlockQ3K, scalar: scalar_row, scalar_isum);
 
 fn scalar_isum(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
     block_isums(x, y).iter().sum()
 }
 
-/// SIMD variants of `vec_dot_q3_K_q8_K` (tested, not dispatched yet: see
-/// that function).
-///
-/// Per block they form the scalar code's integer exactly:
-/// `sum_j sc_j * sum_{i in j} (q3_i - 4) * q8_i` (with `sc_j` the 6-bit
-/// scale minus 32), as
-/// `sum_j sc_j * sum_{i in j} q3_i * q8_i - 4 * sum_j sc_j * bsum_j`
-/// (unsigned 3-bit quants, the low two bits from `qs` and the third from
-/// `hmask`, times i8 via `maddubs`, at most 2 * 7 * 128 per i16 pair, so it
-/// never saturates; then scaled by the signed sub-block scales into i32
-/// lanes by `madd` or VNNI's `vpdpwssd`; the Q8_K group sums give the
-/// offset). the `isum` kernel exposes that integer for
-/// testing. The f32 part is kept in per-lane partial sums, so the row result
-/// differs from the scalar loop by rounding only.
-///
-/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
-/// AVX-512 variants need F16C too (for the f16 scales).
+/// How Q3_K stores what [`super::k16_x86`] needs: unsigned 3-bit quants
+/// (the low two bits in `qs`, the third in `hmask`) offset by 4, and 6-bit
+/// scales offset by 32.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BlockQ3K, BlockQ8K};
-    use crate::quant::x86_util::{f16c, hsum_f32_256, hsum_f32_512, hsum_i32_256, hsum_i32_512};
+    use super::BlockQ3K;
+    use crate::quant::k16_x86::K16;
 
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    pub(super) unsafe fn isum_avx2(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
-        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
-        unsafe { hsum_i32_256(lanes_avx2(x, y)) }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
-    pub(super) unsafe fn isum_avx512_vnni(x: &BlockQ3K, y: &BlockQ8K) -> i32 {
-        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's contract).
-        unsafe {
-            let u = unpack_avx512(x);
-            hsum_i32_512(lanes_avx512(&u, y))
+    impl K16 for BlockQ3K {
+        const OFFSET_SHIFT: i32 = 2;
+        fn d(&self) -> [u8; 2] {
+            self.d
         }
-    }
-
-    /// The 16 sub-block scales minus 32 (in -32..32).
-    #[inline(always)]
-    fn scales_i8(x: &BlockQ3K) -> [i8; 16] {
-        std::array::from_fn(|j| x.scale(j) as i8 - 32)
-    }
-
-    /// Values `128n + 32g .. +32` as u8 in 0..8: bits `2g, 2g+1` of the
-    /// `qs` bytes `q2` (of `qs[32n..32n+32]`) and, as bit 2, bit `4n + g`
-    /// of the `hmask` bytes `hm`. A 16-bit shift by at most 7 brings bit
-    /// `s` of each byte to bit 0 of the same byte.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn group_avx2(q2: __m256i, hm: __m256i, n: usize, g: usize) -> __m256i {
-        let lo = _mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * g as i32));
-        let hi = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + g) as i32));
-        _mm256_or_si256(
-            _mm256_and_si256(lo, _mm256_set1_epi8(3)),
-            _mm256_slli_epi16::<2>(_mm256_and_si256(hi, _mm256_set1_epi8(1))),
-        )
-    }
-
-    /// Eight i32 lanes summing to the block's integer dot product.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn lanes_avx2(x: &BlockQ3K, y: &BlockQ8K) -> __m256i {
-        let scales = scales_i8(x);
-        let mut acc = _mm256_setzero_si256();
-        // SAFETY: `hmask` is 32 readable bytes; `loadu` needs no
-        // alignment.
-        let hm = unsafe { _mm256_loadu_si256(x.hmask.as_ptr().cast()) };
-        for n in 0..2 {
-            // SAFETY: 32 bytes of `qs` from an offset inside the array;
-            // `loadu` needs no alignment.
-            let q2 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * n).cast()) };
-            for g in 0..4 {
-                let q = group_avx2(q2, hm, n, g);
-                let v = 128 * n + 32 * g;
-                // SAFETY: 32 bytes of `y.qs` from an offset inside the
-                // array; `loadu` needs no alignment.
-                let q8 = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(v).cast()) };
-                let p16 = _mm256_maddubs_epi16(q, q8);
-                let sc = _mm256_inserti128_si256::<1>(
-                    _mm256_castsi128_si256(_mm_set1_epi16(scales[v / 16] as i16)),
-                    _mm_set1_epi16(scales[v / 16 + 1] as i16),
-                );
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
-            }
+        /// The 16 sub-block scales minus 32 (in -32..32).
+        #[inline(always)]
+        fn scales_i8(&self) -> [i8; 16] {
+            std::array::from_fn(|j| self.scale(j) as i8 - 32)
         }
-        // SAFETY: AVX2 is enabled for this function.
-        let off = unsafe { offset_avx2(&scales, y) };
-        _mm256_sub_epi32(acc, _mm256_slli_epi32::<2>(off))
-    }
-
-    /// Eight i32 lanes summing to `sum_j sc_j * bsum_j`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn offset_avx2(scales: &[i8; 16], y: &BlockQ8K) -> __m256i {
-        // SAFETY: 16 bytes of `scales` and 32 of `bsums`; `loadu` needs
-        // no alignment.
-        let (sc, bs) = unsafe {
-            (
-                _mm_loadu_si128(scales.as_ptr().cast()),
-                _mm256_loadu_si256(y.bsums.as_ptr().cast()),
-            )
-        };
-        _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bs)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and F16C.
-    #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn avx2_row(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (bx, by) in x.iter().zip(y) {
-            let d = _mm256_set1_ps(f16c(bx.d) * by.d());
-            // SAFETY: AVX2 is enabled for this function.
-            let lanes = unsafe { lanes_avx2(bx, by) };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+        /// Group `g`, values `128n + 32g .. +32`, as u8 in 0..8: bits `2g,
+        /// 2g+1` of the `qs` bytes `32n..32n+32` and, as bit 2, bit `4n + g`
+        /// of the `hmask` bytes. A 16-bit shift by at most 7 brings bit `s`
+        /// of each byte to bit 0 of the same byte.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn groups_avx2(&self, n: usize) -> [__m256i; 4] {
+            // SAFETY: `hmask` is 32 readable bytes and `qs` 64, read from
+            // an offset inside it; `loadu` needs no alignment.
+            let (hm, q2) = unsafe {
+                (
+                    _mm256_loadu_si256(self.hmask.as_ptr().cast()),
+                    _mm256_loadu_si256(self.qs.as_ptr().add(32 * n).cast()),
+                )
+            };
+            std::array::from_fn(|g| {
+                let lo = _mm256_srl_epi16(q2, _mm_cvtsi32_si128(2 * g as i32));
+                let hi = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * n + g) as i32));
+                _mm256_or_si256(
+                    _mm256_and_si256(lo, _mm256_set1_epi8(3)),
+                    _mm256_slli_epi16::<2>(_mm256_and_si256(hi, _mm256_set1_epi8(1))),
+                )
+            })
         }
-        hsum_f32_256(acc)
-    }
-
-    /// One weight block unpacked for [`lanes_avx512`]: `q[k]` holds
-    /// values `64k..64k+64` as u8 in 0..8 (the order of the activation
-    /// bytes), `sc[k]` their four sub-block scales as i16, one per
-    /// 128-bit lane, and `sc16` all sixteen scales as i16.
-    struct Unpacked {
-        q: [__m512i; 4],
-        sc: [__m512i; 4],
-        sc16: __m256i,
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn unpack_avx512(x: &BlockQ3K) -> Unpacked {
-        let scales = scales_i8(x);
-        // SAFETY: 16 bytes of `scales`; `loadu` needs no alignment.
-        let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(scales.as_ptr().cast()) });
-        let sc512 = _mm512_castsi256_si512(sc16);
-        // SAFETY: `hmask` is 32 readable bytes; `loadu` needs no
-        // alignment.
-        let hm = unsafe { _mm256_loadu_si256(x.hmask.as_ptr().cast()) };
-        let mut q = [_mm512_setzero_si512(); 4];
-        let mut sc = [_mm512_setzero_si512(); 4];
-        for n in 0..2 {
-            // SAFETY: 32 bytes of `qs` from an offset inside the array;
-            // `loadu` needs no alignment.
-            let q2 = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * n).cast()) };
-            for h in 0..2 {
-                let lo = group_avx2(q2, hm, n, 2 * h);
-                let hi = group_avx2(q2, hm, n, 2 * h + 1);
-                q[2 * n + h] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
-                // Scale index of each i16 lane: one sub-block of 16
-                // values per 128-bit lane.
-                let j = (8 * n + 4 * h) as i16;
-                let idx: [i16; 32] = std::array::from_fn(|e| j + (e / 8) as i16);
-                // SAFETY: `idx` is 64 readable bytes; `loadu` needs no
-                // alignment.
-                let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
-                sc[2 * n + h] = _mm512_permutexvar_epi16(idx, sc512);
-            }
-        }
-        Unpacked { q, sc, sc16 }
-    }
-
-    /// Sixteen i32 lanes summing to the block's integer dot product.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn lanes_avx512(u: &Unpacked, y: &BlockQ8K) -> __m512i {
-        let mut acc = _mm512_setzero_si512();
-        for k in 0..4 {
-            // SAFETY: 64 bytes of `y.qs` from an offset inside the array;
-            // `loadu` needs no alignment.
-            let q8 = unsafe { _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()) };
-            acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u.q[k], q8), u.sc[k]);
-        }
-        // SAFETY: 32 bytes of `bsums`; `loadu` needs no alignment.
-        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
-        let off = _mm512_zextsi256_si512(_mm256_madd_epi16(u.sc16, bs));
-        _mm512_sub_epi32(acc, _mm512_slli_epi32::<2>(off))
-    }
-
-    /// `M` weight rows against `N` activation rows, all of one length.
-    /// Each weight block is unpacked once for the `N` activation rows;
-    /// each of the `M * N` results is computed by the same operations
-    /// whatever `M` and `N` are, so every tile shape is bit-identical to
-    /// the one-row kernel.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
-        xs: [&[BlockQ3K]; M],
-        ys: [&[BlockQ8K]; N],
-    ) -> [[f32; N]; M] {
-        let nb = xs[0].len();
-        let mut acc = [[_mm512_setzero_ps(); N]; M];
-        for i in 0..nb {
-            // SAFETY: the features are enabled for this function.
-            let u: [Unpacked; M] = std::array::from_fn(|m| unsafe { unpack_avx512(&xs[m][i]) });
-            let dx: [f32; M] = std::array::from_fn(|m| f16c(xs[m][i].d));
-            for n in 0..N {
-                let by = &ys[n][i];
-                let dy = by.d();
-                for m in 0..M {
-                    let d = _mm512_set1_ps(dx[m] * dy);
-                    // SAFETY: the features are enabled for this function.
-                    let lanes = unsafe { lanes_avx512(&u[m], by) };
-                    let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
-                    acc[m][n] = _mm512_add_ps(acc[m][n], v);
-                }
-            }
-        }
-        let mut out = [[0.0f32; N]; M];
-        for m in 0..M {
-            for n in 0..N {
-                out[m][n] = hsum_f32_512(acc[m][n]);
-            }
-        }
-        out
     }
 }

@@ -8,10 +8,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::kquants::{get_scale_min_k4, make_qkx2_quants, nearest_int, pack_scale_min_k4};
+use super::kquants::{get_scale_min_k4, quantize_scale_min_k4};
 use super::q4_k::K_SCALE_SIZE;
 use super::q8_k::BlockQ8K;
-use super::{check_len, f16_bytes, f16_le, Format, QuantError, QK_K};
+use super::{check_len, f16_le, Format, QuantError, QK_K};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -84,73 +84,8 @@ pub fn dequantize_row_q5_K(x: &[BlockQ5K], y: &mut [f32]) -> Result<(), QuantErr
 pub fn quantize_row_q5_K(x: &[f32], y: &mut [BlockQ5K]) -> Result<(), QuantError> {
     check_len(Format::Q5_K, QK_K, y.len(), x.len())?;
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 32];
-    let mut weights = [0.0f32; 32];
-    let mut mins = [0.0f32; QK_K / 32];
-    let mut scales = [0.0f32; QK_K / 32];
     for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
-        let mut max_scale = 0.0f32;
-        let mut max_min = 0.0f32;
-        for j in 0..QK_K / 32 {
-            let xs = &x[32 * j..32 * j + 32];
-            let mut sum_x2 = 0.0f32;
-            for &v in xs {
-                sum_x2 += v * v;
-            }
-            let av_x = (sum_x2 / 32.0).sqrt();
-            for (w, &v) in weights.iter_mut().zip(xs) {
-                *w = av_x + v.abs();
-            }
-            let (scale, min) = make_qkx2_quants(
-                31,
-                xs,
-                &weights,
-                &mut l[32 * j..32 * j + 32],
-                &mut laux,
-                -0.5,
-                0.1,
-                15,
-                false,
-            );
-            scales[j] = scale;
-            mins[j] = min;
-            if scale > max_scale {
-                max_scale = scale;
-            }
-            if min > max_min {
-                max_min = min;
-            }
-        }
-
-        let inv_scale = if max_scale > 0.0 {
-            63.0 / max_scale
-        } else {
-            0.0
-        };
-        let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-        let mut ls = [0u8; 8];
-        let mut lm = [0u8; 8];
-        for j in 0..QK_K / 32 {
-            // ggml stores nearest_int's int in a uint8_t, then clamps.
-            ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
-            lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
-        }
-        b.scales = pack_scale_min_k4(&ls, &lm);
-        b.d = f16_bytes(max_scale / 63.0);
-        b.dmin = f16_bytes(max_min / 63.0);
-
-        for j in 0..QK_K / 32 {
-            let (sc, m) = b.scale_min(j);
-            let d = b.d() * sc as f32;
-            if d == 0.0 {
-                continue;
-            }
-            let dm = b.dmin() * m as f32;
-            for ii in 0..32 {
-                let q = nearest_int((x[32 * j + ii] + dm) / d);
-                l[32 * j + ii] = q.clamp(0, 31) as u8;
-            }
-        }
+        (b.scales, b.d, b.dmin) = quantize_scale_min_k4(x, 31, -0.5, 15, &mut l);
 
         b.qh = [0; QK_K / 8];
         for (k, ql) in b.qs.chunks_exact_mut(32).enumerate() {

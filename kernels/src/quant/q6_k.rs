@@ -138,17 +138,7 @@ pub fn quantize_row_q6_K(x: &[f32], y: &mut [BlockQ6K]) -> Result<(), QuantError
 /// `ggml_vec_dot_q6_K_q8_K_generic` forms them.
 #[inline(always)]
 pub(crate) fn block_isums(x: &BlockQ6K, y: &BlockQ8K) -> [i32; 8] {
-    let a = x.values();
-    let mut aux32 = [0i32; 8];
-    for (j, (a, q8)) in a.chunks_exact(16).zip(y.qs.chunks_exact(16)).enumerate() {
-        let scale = x.scales[j] as i32;
-        for (a, q8) in a.chunks_exact(8).zip(q8.chunks_exact(8)) {
-            for l in 0..8 {
-                aux32[l] += scale * (q8[l] as i32 * a[l] as i32);
-            }
-        }
-    }
-    aux32
+    super::kquants::lane_sums_16(&x.values(), &y.qs, |j| x.scales[j] as i32)
 }
 
 /// ggml's `ggml_vec_dot_q6_K_q8_K_generic`.
@@ -165,80 +155,46 @@ pub fn vec_dot_q6_K_q8_K(x: &[BlockQ6K], y: &[BlockQ8K]) -> Result<f32, QuantErr
 
 super::impl_block!(BlockQ6K, Q6_K, QK_K, dequantize_row_q6_K, quantize_row_q6_K);
 
-super::simd::impl_simd_dot!(
-    BlockQ6K, BlockQ8K, isum: i32,
-    scalar: scalar_row, scalar_isum,
-    avx2: x86::avx2_row, x86::isum_avx2,
-    avx512: x86::avx512_tile, x86::isum_avx512_vnni,
-);
+super::simd::impl_simd_dot!(k16: BlockQ6K, scalar: scalar_row, scalar_isum);
 
 fn scalar_isum(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
     block_isums(x, y).iter().sum()
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use x86::unpacked_avx512;
-
-/// SIMD variants of `vec_dot_q6_K_q8_K`, chosen by [`super::simd`].
-///
-/// Per block they form the scalar code's integer exactly:
-/// `sum_j sc_j * sum_{i in j} (q6_i - 32) * q8_i`, as
-/// `sum_j sc_j * sum_{i in j} q6_i * q8_i - 32 * sum_j sc_j * bsum_j`
-/// (unsigned 6-bit quants times i8 via `maddubs`, at most 2 * 63 * 128 per
-/// i16 pair, so it never saturates; then scaled by the signed sub-block
-/// scales into i32 lanes by `madd` or VNNI's `vpdpwssd`; the Q8_K group sums
-/// give the offset). the `isum` kernel exposes that integer for
-/// testing. The f32 part is kept in per-lane partial sums, so the row result
-/// differs from the scalar loop by rounding only.
-///
-/// Tiles, dispatch and their bit-identity: [`super::simd`]. The AVX2 and
-/// AVX-512 variants need F16C too (for the f16 scales).
+/// How Q6_K stores what [`super::k16_x86`] needs: unsigned 6-bit quants
+/// (the low four bits in `ql`, the high two in `qh`) offset by 32, and i8
+/// scales.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BlockQ6K, BlockQ8K};
-    use crate::quant::x86_util::{f16c, hsum_f32_256, hsum_f32_512, hsum_i32_256, hsum_i32_512};
+    use super::BlockQ6K;
+    use crate::quant::k16_x86::K16;
 
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    pub(super) unsafe fn isum_avx2(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
-        // SAFETY: the CPU supports AVX2 and F16C (the caller's contract).
-        unsafe { hsum_i32_256(lanes_avx2(x, y)) }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL/VNNI and F16C.
-    pub(super) unsafe fn isum_avx512_vnni(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
-        // SAFETY: the CPU supports AVX-512 F/BW/VL/VNNI and F16C (the caller's contract).
-        unsafe {
-            let u = unpack_avx512(x);
-            hsum_i32_512(lanes_avx512(&u, y))
+    impl K16 for BlockQ6K {
+        const OFFSET_SHIFT: i32 = 5;
+        fn d(&self) -> [u8; 2] {
+            self.d
         }
-    }
-
-    /// Eight i32 lanes summing to the block's integer dot product.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn lanes_avx2(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let m2 = _mm256_set1_epi8(0x30);
-        let mut acc = _mm256_setzero_si256();
-        for n in 0..2 {
+        #[inline(always)]
+        fn scales_i8(&self) -> [i8; 16] {
+            self.scales
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn groups_avx2(&self, n: usize) -> [__m256i; 4] {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let m2 = _mm256_set1_epi8(0x30);
             // SAFETY: 2 x 32 bytes of `ql` and 32 of `qh` from offsets
             // inside the arrays; `loadu` needs no alignment.
             let (ql0, ql1, qh) = unsafe {
                 (
-                    _mm256_loadu_si256(x.ql.as_ptr().add(64 * n).cast()),
-                    _mm256_loadu_si256(x.ql.as_ptr().add(64 * n + 32).cast()),
-                    _mm256_loadu_si256(x.qh.as_ptr().add(32 * n).cast()),
+                    _mm256_loadu_si256(self.ql.as_ptr().add(64 * n).cast()),
+                    _mm256_loadu_si256(self.ql.as_ptr().add(64 * n + 32).cast()),
+                    _mm256_loadu_si256(self.qh.as_ptr().add(32 * n).cast()),
                 )
             };
-            // Values 128n + 32g .. +32 for g = 0..4, as u8 in 0..64.
-            let q = [
+            [
                 _mm256_or_si256(
                     _mm256_and_si256(ql0, m4),
                     _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m2),
@@ -255,187 +211,38 @@ mod x86 {
                     _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
                     _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2),
                 ),
-            ];
-            for (g, q) in q.into_iter().enumerate() {
-                let v = 128 * n + 32 * g;
-                // SAFETY: 32 bytes of `y.qs` from an offset inside the
-                // array; `loadu` needs no alignment.
-                let q8 = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(v).cast()) };
-                let p16 = _mm256_maddubs_epi16(q, q8);
-                let sc = _mm256_inserti128_si256::<1>(
-                    _mm256_castsi128_si256(_mm_set1_epi16(x.scales[v / 16] as i16)),
-                    _mm_set1_epi16(x.scales[v / 16 + 1] as i16),
+            ]
+        }
+        /// Both halves of `ql` at once.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+        unsafe fn quants_avx512(&self) -> [__m512i; 4] {
+            let m4 = _mm512_set1_epi8(0x0F);
+            let m2 = _mm512_set1_epi8(0x30);
+            let mut q = [_mm512_setzero_si512(); 4];
+            for n in 0..2 {
+                // SAFETY: 64 bytes of `ql` and 32 of `qh` from offsets
+                // inside the arrays; `loadu` needs no alignment.
+                let (ql, qh) = unsafe {
+                    (
+                        _mm512_loadu_si512(self.ql.as_ptr().add(64 * n).cast()),
+                        _mm256_loadu_si256(self.qh.as_ptr().add(32 * n).cast()),
+                    )
+                };
+                // Bytes 0..32: the high bits of values 0..32 and 64..96 at
+                // bits 0-1 and 4-5; bytes 32..64: of values 32..64, 96..128.
+                let qh =
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
+                q[2 * n] = _mm512_or_si512(
+                    _mm512_and_si512(ql, m4),
+                    _mm512_and_si512(_mm512_slli_epi16::<4>(qh), m2),
                 );
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+                q[2 * n + 1] = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
+                    _mm512_and_si512(qh, m2),
+                );
             }
+            q
         }
-        // SAFETY: AVX2 is enabled for this function.
-        _mm256_sub_epi32(acc, _mm256_slli_epi32::<5>(unsafe { offset_avx2(x, y) }))
-    }
-
-    /// Eight i32 lanes summing to `sum_j sc_j * bsum_j`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn offset_avx2(x: &BlockQ6K, y: &BlockQ8K) -> __m256i {
-        // SAFETY: 16 bytes of `scales` and 32 of `bsums`; `loadu` needs
-        // no alignment.
-        let (sc, bs) = unsafe {
-            (
-                _mm_loadu_si128(x.scales.as_ptr().cast()),
-                _mm256_loadu_si256(y.bsums.as_ptr().cast()),
-            )
-        };
-        _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bs)
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and F16C.
-    #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn avx2_row(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (bx, by) in x.iter().zip(y) {
-            let d = _mm256_set1_ps(f16c(bx.d) * by.d());
-            // SAFETY: AVX2 is enabled for this function.
-            let lanes = unsafe { lanes_avx2(bx, by) };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
-        }
-        hsum_f32_256(acc)
-    }
-
-    /// One weight block unpacked for [`lanes_avx512`]: `q[k]` holds
-    /// values `64k..64k+64` as u8 in 0..64 (the order of the activation
-    /// bytes), `sc[k]` their four sub-block scales as i16, one per
-    /// 128-bit lane, and `sc16` all sixteen scales as i16.
-    struct Unpacked {
-        q: [__m512i; 4],
-        sc: [__m512i; 4],
-        sc16: __m256i,
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn unpack_avx512(x: &BlockQ6K) -> Unpacked {
-        let m4 = _mm512_set1_epi8(0x0F);
-        let m2 = _mm512_set1_epi8(0x30);
-        // SAFETY: 16 bytes of `scales`; `loadu` needs no alignment.
-        let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(x.scales.as_ptr().cast()) });
-        let sc512 = _mm512_castsi256_si512(sc16);
-        let mut q = [_mm512_setzero_si512(); 4];
-        let mut sc = [_mm512_setzero_si512(); 4];
-        for n in 0..2 {
-            // SAFETY: 64 bytes of `ql` and 32 of `qh` from offsets inside
-            // the arrays; `loadu` needs no alignment.
-            let (ql, qh) = unsafe {
-                (
-                    _mm512_loadu_si512(x.ql.as_ptr().add(64 * n).cast()),
-                    _mm256_loadu_si256(x.qh.as_ptr().add(32 * n).cast()),
-                )
-            };
-            // Bytes 0..32: the high bits of values 0..32 and 64..96 at
-            // bits 0-1 and 4-5; bytes 32..64: of values 32..64, 96..128.
-            let qh =
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
-            q[2 * n] = _mm512_or_si512(
-                _mm512_and_si512(ql, m4),
-                _mm512_and_si512(_mm512_slli_epi16::<4>(qh), m2),
-            );
-            q[2 * n + 1] = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16::<4>(ql), m4),
-                _mm512_and_si512(qh, m2),
-            );
-            for h in 0..2 {
-                // Scale index of each i16 lane: one sub-block of 16
-                // values per 128-bit lane.
-                let j = (8 * n + 4 * h) as i16;
-                let idx: [i16; 32] = std::array::from_fn(|e| j + (e / 8) as i16);
-                // SAFETY: `idx` is 64 readable bytes; `loadu` needs no
-                // alignment.
-                let idx = unsafe { _mm512_loadu_si512(idx.as_ptr().cast()) };
-                sc[2 * n + h] = _mm512_permutexvar_epi16(idx, sc512);
-            }
-        }
-        Unpacked { q, sc, sc16 }
-    }
-
-    /// Everything [`avx512_tile`] derives from one weight block before
-    /// it reads activations: the quants and scales of [`unpack_avx512`]
-    /// and the block scale as f32 (for `crate::packed`, which computes
-    /// each output with the tile's operations from these).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub(crate) unsafe fn unpacked_avx512(
-        x: &BlockQ6K,
-    ) -> ([__m512i; 4], [__m512i; 4], __m256i, f32) {
-        // SAFETY: the features are enabled for this function.
-        let u = unsafe { unpack_avx512(x) };
-        (u.q, u.sc, u.sc16, f16c(x.d))
-    }
-
-    /// Sixteen i32 lanes summing to the block's integer dot product.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    unsafe fn lanes_avx512(u: &Unpacked, y: &BlockQ8K) -> __m512i {
-        let mut acc = _mm512_setzero_si512();
-        for k in 0..4 {
-            // SAFETY: 64 bytes of `y.qs` from an offset inside the array;
-            // `loadu` needs no alignment.
-            let q8 = unsafe { _mm512_loadu_si512(y.qs.as_ptr().add(64 * k).cast()) };
-            acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(u.q[k], q8), u.sc[k]);
-        }
-        // SAFETY: 32 bytes of `bsums`; `loadu` needs no alignment.
-        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
-        let off = _mm512_zextsi256_si512(_mm256_madd_epi16(u.sc16, bs));
-        _mm512_sub_epi32(acc, _mm512_slli_epi32::<5>(off))
-    }
-
-    /// `M` weight rows against `N` activation rows, all of one length.
-    /// Each weight block is unpacked once for the `N` activation rows;
-    /// each of the `M * N` results is computed by the same operations
-    /// whatever `M` and `N` are, so every tile shape is bit-identical to
-    /// the one-row kernel.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F/BW/VL, VNNI and F16C.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
-    pub(super) unsafe fn avx512_tile<const M: usize, const N: usize>(
-        xs: [&[BlockQ6K]; M],
-        ys: [&[BlockQ8K]; N],
-    ) -> [[f32; N]; M] {
-        let nb = xs[0].len();
-        let mut acc = [[_mm512_setzero_ps(); N]; M];
-        for i in 0..nb {
-            // SAFETY: the features are enabled for this function.
-            let u: [Unpacked; M] = std::array::from_fn(|m| unsafe { unpack_avx512(&xs[m][i]) });
-            let dx: [f32; M] = std::array::from_fn(|m| f16c(xs[m][i].d));
-            for n in 0..N {
-                let by = &ys[n][i];
-                let dy = by.d();
-                for m in 0..M {
-                    let d = _mm512_set1_ps(dx[m] * dy);
-                    // SAFETY: the features are enabled for this function.
-                    let lanes = unsafe { lanes_avx512(&u[m], by) };
-                    let v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lanes));
-                    acc[m][n] = _mm512_add_ps(acc[m][n], v);
-                }
-            }
-        }
-        let mut out = [[0.0f32; N]; M];
-        for m in 0..M {
-            for n in 0..N {
-                out[m][n] = hsum_f32_512(acc[m][n]);
-            }
-        }
-        out
     }
 }

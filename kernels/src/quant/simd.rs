@@ -277,6 +277,17 @@ macro_rules! impl_simd_dot {
                 $crate::quant::block32_x86::isum_avx512::<$w>,
         );
     };
+    // A K-quant of 16-value sub-blocks with the kernels of `k16_x86`.
+    (k16: $w:ty, scalar: $srow:path, $sisum:path $(,)?) => {
+        $crate::quant::simd::impl_simd_dot!(
+            $w, $crate::quant::q8_k::BlockQ8K, isum: i32,
+            scalar: $srow, $sisum,
+            avx2: $crate::quant::k16_x86::avx2_row::<$w>,
+                $crate::quant::k16_x86::isum_avx2::<$w>,
+            avx512: $crate::quant::k16_x86::avx512_tile,
+                $crate::quant::k16_x86::isum_avx512::<$w>,
+        );
+    };
     (
         $w:ty, $a:ty, isum: $isum:ty,
         scalar: $srow:path, $sisum:path,
