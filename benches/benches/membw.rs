@@ -24,54 +24,13 @@
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
+use hearth_kernels::membw::{par_sum, sum, TASK_BYTES};
 use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::Duration;
 
 const GIB: usize = 1 << 30;
 const MIB: usize = 1 << 20;
-/// Each rayon task reads this many bytes: small enough for two threads to
-/// balance, large enough that task overhead is noise.
-const TASK_BYTES: usize = 8 * MIB;
-
-fn sum_scalar(x: &[u64]) -> u64 {
-    x.iter().fold(0u64, |a, &v| a.wrapping_add(v))
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn sum_avx2(x: &[u64]) -> u64 {
-    sum_scalar(x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn sum_avx512(x: &[u64]) -> u64 {
-    sum_scalar(x)
-}
-
-/// The wrapping sum of `x`, with the widest loads this machine has (the same
-/// loop, compiled for each ISA; LLVM vectorises and unrolls an integer sum).
-fn sum(x: &[u64]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was detected on this CPU just above.
-            return unsafe { sum_avx512(x) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was detected on this CPU just above.
-            return unsafe { sum_avx2(x) };
-        }
-    }
-    sum_scalar(x)
-}
-
-fn par_sum(x: &[u64]) -> u64 {
-    x.par_chunks(TASK_BYTES / 8)
-        .map(sum)
-        .reduce(|| 0, u64::wrapping_add)
-}
 
 fn par_copy(src: &[u64], dst: &mut [u64]) {
     dst.par_chunks_mut(TASK_BYTES / 8)

@@ -283,43 +283,6 @@ pub fn run<B: Backend>(
     Ok(results)
 }
 
-/// Bytes each rayon task reads in [`measure_membw`]: small enough for the
-/// threads to balance, large enough that scheduling is noise.
-const MEMBW_TASK_BYTES: usize = 8 << 20;
-
-fn sum_scalar(x: &[u64]) -> u64 {
-    x.iter().fold(0u64, |a, &v| a.wrapping_add(v))
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn sum_avx2(x: &[u64]) -> u64 {
-    sum_scalar(x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn sum_avx512(x: &[u64]) -> u64 {
-    sum_scalar(x)
-}
-
-/// The wrapping sum of `x` with the widest loads this CPU has: the same loop
-/// compiled per ISA (LLVM vectorises an integer sum), chosen at run time.
-fn sum_u64(x: &[u64]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was detected on this CPU just above.
-            return unsafe { sum_avx512(x) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was detected on this CPU just above.
-            return unsafe { sum_avx2(x) };
-        }
-    }
-    sum_scalar(x)
-}
-
 /// Memory bandwidth measured by a streaming read.
 #[derive(Clone, Debug)]
 pub struct MemBw {
@@ -342,7 +305,7 @@ impl MemBw {
 pub fn measure_membw(bytes: usize, runs: usize) -> MemBw {
     let words = (bytes / 8).max(1);
     let mut buf = vec![0u64; words];
-    buf.par_chunks_mut(MEMBW_TASK_BYTES / 8)
+    buf.par_chunks_mut(hearth_kernels::membw::TASK_BYTES / 8)
         .enumerate()
         .for_each(|(c, s)| {
             s.iter_mut()
@@ -352,10 +315,7 @@ pub fn measure_membw(bytes: usize, runs: usize) -> MemBw {
     let mut samples = Vec::with_capacity(runs);
     for run in 0..=runs.max(1) {
         let t0 = Instant::now();
-        let s = buf
-            .par_chunks(MEMBW_TASK_BYTES / 8)
-            .map(sum_u64)
-            .reduce(|| 0, u64::wrapping_add);
+        let s = hearth_kernels::membw::par_sum(&buf);
         let dt = t0.elapsed().as_secs_f64();
         std::hint::black_box(s);
         if run > 0 {

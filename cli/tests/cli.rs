@@ -8,6 +8,17 @@ fn hearth() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hearth"))
 }
 
+/// Runs `cmd`, asserts it exits 0 (printing its stderr if not).
+fn succeeds(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn golden_line(n: usize) -> Option<serde_json::Value> {
     let golden = hearth_tests::golden_dir()?;
     let text = std::fs::read_to_string(golden.join("gemma-3-270m-q4_k_m/reference.jsonl")).unwrap();
@@ -64,18 +75,13 @@ fn tokenize_prints_llama_cpp_ids_for_a_vocab_only_file() {
     let case = inp.split("\n__ggml_vocab_test__\n").nth(10).unwrap();
     let file = std::env::temp_dir().join(format!("hearth-tok-{}.txt", std::process::id()));
     std::fs::write(&file, case).unwrap();
-    let out = hearth()
-        .arg("tokenize")
-        .arg(&vocab)
-        .arg("-f")
-        .arg(&file)
-        .arg("--no-bos")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        hearth()
+            .arg("tokenize")
+            .arg(&vocab)
+            .arg("-f")
+            .arg(&file)
+            .arg("--no-bos"),
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -92,18 +98,13 @@ fn logits_and_greedy_run_match_llama_cpp_on_gemma() {
 
     let file = std::env::temp_dir().join(format!("hearth-prompts-{}.txt", std::process::id()));
     std::fs::write(&file, format!("{prompt}\n")).unwrap();
-    let out = hearth()
-        .arg("logits")
-        .arg(&model)
-        .arg("--prompt-file")
-        .arg(&file)
-        .args(["-n", "8", "-t", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        hearth()
+            .arg("logits")
+            .arg(&model)
+            .arg("--prompt-file")
+            .arg(&file)
+            .args(["-n", "8", "-t", "2"]),
     );
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let keys: Vec<&str> = line
@@ -123,16 +124,11 @@ fn logits_and_greedy_run_match_llama_cpp_on_gemma() {
 
     // `run` greedy: "The capital of France is" continues as llama.cpp's does
     // (this prompt's greedy path has no near-ties in its first tokens).
-    let out = hearth()
-        .arg("run")
-        .arg(&model)
-        .args(["-p", prompt, "-n", "8", "--temp", "0", "-t", "2"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        hearth()
+            .arg("run")
+            .arg(&model)
+            .args(["-p", prompt, "-n", "8", "--temp", "0", "-t", "2"]),
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let want = reference["greedy_text"].as_str().unwrap();
@@ -157,8 +153,18 @@ fn tap_matches_llama_eval_callback() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let script = root.join("scripts/compare-tap.py");
     let cases = [
-        (hearth_tests::model_path(), "gemma-3-270m-q4_k_m", "0,5,17", "Qcur-5"),
-        (hearth_tests::smollm2_path(), "smollm2-135m-instruct-q4_1", "0,29", "ffn_norm-29"),
+        (
+            hearth_tests::model_path(),
+            "gemma-3-270m-q4_k_m",
+            "0,5,17",
+            "Qcur-5",
+        ),
+        (
+            hearth_tests::smollm2_path(),
+            "smollm2-135m-instruct-q4_1",
+            "0,29",
+            "ffn_norm-29",
+        ),
     ];
     for (model, name, layers, broken) in cases {
         let Some(model) = model else { continue };
@@ -166,18 +172,25 @@ fn tap_matches_llama_eval_callback() {
         let dir = std::env::temp_dir().join(format!("hearth-tap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let dump = dir.join(format!("{name}.txt"));
-        let out = hearth()
-            .arg("tap")
-            .arg(&model)
-            .args(["-p", "The capital of France is", "--layers", layers, "-o"])
-            .arg(&dump)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        succeeds(
+            hearth()
+                .arg("tap")
+                .arg(&model)
+                .args(["-p", "The capital of France is", "--layers", layers, "-o"])
+                .arg(&dump),
+        );
 
         let compare = |dump: &std::path::Path| {
-            let out = Command::new("python3").arg(&script).arg(&fixture).arg(dump).output().unwrap();
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+            let out = Command::new("python3")
+                .arg(&script)
+                .arg(&fixture)
+                .arg(dump)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
         };
         let (code, report) = compare(&dump);
         assert_eq!(code, Some(0), "{name}:\n{report}");
@@ -192,7 +205,11 @@ fn tap_matches_llama_eval_callback() {
             if line.starts_with("hearth_tap:") {
                 inside = line.contains(&format!(" {broken} = "));
             } else if inside && line.trim_start().starts_with('[') && line.contains('.') {
-                let body = line.trim_start().trim_start_matches('[').trim_end().trim_end_matches(',');
+                let body = line
+                    .trim_start()
+                    .trim_start_matches('[')
+                    .trim_end()
+                    .trim_end_matches(',');
                 let body = body.trim_end_matches(']');
                 let vals: Vec<String> = body
                     .split(',')

@@ -51,6 +51,17 @@ fn all_logits(m: &Model<Cpu>, tokens: &[u32]) -> Vec<f32> {
     m.forward(&b, &mut cache, &mut ws).unwrap().to_vec()
 }
 
+/// The NMSE of all logits of `tokens` with a `kv_type` cache against an
+/// f32 cache's.
+fn cache_nmse(m: &Model<Cpu>, tokens: &[u32], kv_type: KvType) -> f64 {
+    let want: Vec<f64> = all_logits(m, tokens).iter().map(|&v| v as f64).collect();
+    let mut cache = m.new_cache(64, 1, kv_type).unwrap();
+    let mut ws = Workspace::new(&m.backend);
+    let mut b = Batch::new();
+    b.push(0, 0, tokens, Logits::All).unwrap();
+    hearth_testkit::nmse(m.forward(&b, &mut cache, &mut ws).unwrap(), &want)
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -113,19 +124,7 @@ fn sequences_in_one_batch_do_not_see_each_other() {
 fn f16_cache_is_close_to_f32() {
     let m = load("llama");
     let prompt = tiny_prompt();
-    let f32_logits = all_logits(&m, &prompt);
-    let mut cache = m.new_cache(64, 1, KvType::F16).unwrap();
-    let mut ws = Workspace::new(&m.backend);
-    let mut b = Batch::new();
-    b.push(0, 0, &prompt, Logits::All).unwrap();
-    let f16_logits = m.forward(&b, &mut cache, &mut ws).unwrap();
-    let err: f64 = f16_logits
-        .iter()
-        .zip(&f32_logits)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let norm: f64 = f32_logits.iter().map(|b| (*b as f64).powi(2)).sum();
-    let nmse = err / norm;
+    let nmse = cache_nmse(&m, &prompt, KvType::F16);
     eprintln!("f16 vs f32 cache: NMSE {nmse:e}");
     assert!(nmse < 1e-3, "f16 KV cache moved logits by NMSE {nmse}");
     assert!(nmse > 0.0, "the f16 cache was not used");
@@ -297,19 +296,7 @@ fn model_file_is_shared_not_copied() {
 fn q8_0_cache_is_close_to_f32() {
     let m = load("qwen3");
     let prompt = tiny_prompt();
-    let f32_logits = all_logits(&m, &prompt);
-    let mut cache = m.new_cache(64, 1, KvType::Q8_0).unwrap();
-    let mut ws = Workspace::new(&m.backend);
-    let mut b = Batch::new();
-    b.push(0, 0, &prompt, Logits::All).unwrap();
-    let q8 = m.forward(&b, &mut cache, &mut ws).unwrap();
-    let err: f64 = q8
-        .iter()
-        .zip(&f32_logits)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let norm: f64 = f32_logits.iter().map(|b| (*b as f64).powi(2)).sum();
-    let nmse = err / norm;
+    let nmse = cache_nmse(&m, &prompt, KvType::F16);
     eprintln!("q8_0 vs f32 cache: NMSE {nmse:e}");
     assert!(nmse < 1e-2 && nmse > 0.0, "NMSE {nmse}");
 }
@@ -347,7 +334,10 @@ fn tap_names_every_step_and_changes_nothing() {
         let rec = Arc::new(std::sync::Mutex::new(Recorder::default()));
         let tapped = run(Some(Box::new(Shared(rec.clone()))));
         assert!(
-            plain.iter().zip(&tapped).all(|(a, b)| a.to_bits() == b.to_bits()),
+            plain
+                .iter()
+                .zip(&tapped)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{arch}: the tap changed the logits"
         );
 
@@ -361,8 +351,18 @@ fn tap_names_every_step_and_changes_nothing() {
                 ops.extend(["Qcur_normed", "Kcur_normed"]);
             }
             ops.extend([
-                "Qcur", "Kcur", "Vcur", "kqv_out", "attn_out", "ffn_inp", "ffn_norm", "ffn_gate",
-                "ffn_up", "ffn_swiglu", "ffn_out", "l_out",
+                "Qcur",
+                "Kcur",
+                "Vcur",
+                "kqv_out",
+                "attn_out",
+                "ffn_inp",
+                "ffn_norm",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_swiglu",
+                "ffn_out",
+                "l_out",
             ]);
             want.extend(ops.iter().map(|op| format!("{op}-{il}")));
         }
@@ -396,7 +396,10 @@ fn tap_names_every_step_and_changes_nothing() {
             .map(|i| (last[i] as f64 / (ms + 1e-5).sqrt() * w[i] as f64) as f32)
             .collect();
         let d = max_abs_diff(normed, &want);
-        assert!(d < 1e-4, "{arch}: result_norm is not l_out's last row normed ({d})");
+        assert!(
+            d < 1e-4,
+            "{arch}: result_norm is not l_out's last row normed ({d})"
+        );
     }
 }
 
@@ -408,7 +411,11 @@ fn tap_writer_filters_steps_and_layers() {
     let m = load("llama");
     let path = std::env::temp_dir().join(format!("hearth-tap-{}.txt", std::process::id()));
     let file = std::fs::File::create(&path).unwrap();
-    let tap = EvalCallbackWriter::new(file, vec!["attn_norm".into(), "result_norm".into()], vec![1]);
+    let tap = EvalCallbackWriter::new(
+        file,
+        vec!["attn_norm".into(), "result_norm".into()],
+        vec![1],
+    );
     let mut cache = m.new_cache(64, 1, KvType::F32).unwrap();
     let mut ws = Workspace::new(&m.backend);
     ws.set_tap(Some(Box::new(tap)));
@@ -418,10 +425,21 @@ fn tap_writer_filters_steps_and_layers() {
     drop(ws);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).ok();
-    let headers: Vec<&str> = text.lines().filter(|l| l.starts_with("hearth_tap:")).collect();
+    let headers: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("hearth_tap:"))
+        .collect();
     assert_eq!(headers.len(), 2, "{text}");
-    assert!(headers[0].contains(" attn_norm-1 = (f32)"), "{}", headers[0]);
+    assert!(
+        headers[0].contains(" attn_norm-1 = (f32)"),
+        "{}",
+        headers[0]
+    );
     assert!(headers[0].ends_with("= {256, 9, 1, 1}"), "{}", headers[0]);
-    assert!(headers[1].contains(" result_norm = (f32)"), "{}", headers[1]);
+    assert!(
+        headers[1].contains(" result_norm = (f32)"),
+        "{}",
+        headers[1]
+    );
     assert_eq!(text.matches("sum = ").count(), 2);
 }

@@ -19,6 +19,7 @@
 
 pub mod isa;
 pub mod matmul;
+pub mod membw;
 pub mod ops;
 mod packed;
 pub mod quant;

@@ -237,14 +237,15 @@ super::simd::impl_simd_dot!(block32: BlockIQ4NL, BlockQ8_0, scalar: scalar_row, 
 /// each block added in the scalar order: bit-identical to the scalar
 /// reference.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     use super::{BlockIQ4NL, BlockQ8_0, KVALUES_IQ4NL};
     use crate::quant::block32_x86::{nibbles_avx2, Accumulate, Block32};
 
-    /// `KVALUES_IQ4NL[i] + 128` as u8 bits (1..=241), for `vpdpbusd`.
-    const LEVELS_PLUS_128: [i8; 16] = {
+    /// `KVALUES_IQ4NL[i] + 128` as u8 bits (1..=241), for `vpdpbusd`
+    /// (IQ4_XS uses it too).
+    pub(crate) const LEVELS_PLUS_128: [i8; 16] = {
         let mut t = [0i8; 16];
         let mut i = 0;
         while i < 16 {

@@ -243,16 +243,7 @@ mod x86 {
         sumf
     }
 
-    /// `KVALUES_IQ4NL[i] + 128` as u8 bits (1..=241), for `vpdpbusd`.
-    const LEVELS_PLUS_128: [i8; 16] = {
-        let mut t = [0i8; 16];
-        let mut i = 0;
-        while i < 16 {
-            t[i] = KVALUES_IQ4NL[i].wrapping_add(-128);
-            i += 1;
-        }
-        t
-    };
+    use crate::quant::iq4_nl::x86::LEVELS_PLUS_128;
 
     /// The block's 256 levels plus 128 (1..=241, unsigned) in value
     /// order, 64 per register: register `k` holds sub-blocks `2k` and

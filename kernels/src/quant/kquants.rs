@@ -6,6 +6,7 @@
 //! `(w*x)*(float)l`), so a quantizer here picks the same levels as ggml's
 //! `quantize_row_*_ref` built without FMA contraction.
 
+use super::q8_k::BlockQ8K;
 use super::{f16_bytes, f16_le, QK_K};
 
 /// Smallest group maximum treated as non-zero (`GROUP_MAX_EPS`).
@@ -364,17 +365,18 @@ pub(crate) fn quantize_scale_min_k4(
     (packed, d, dmin)
 }
 
-/// The eight lane sums of ggml's generic K-quant dot products with 16-value
-/// sub-blocks (Q3_K, Q6_K): `aux32[l] = sum_j scale(j) * sum_{i = l mod 8}
-/// a_i * q8_i`, for the block's values `a` and Q8_K quants `q8`.
+/// The eight lane sums of ggml's generic K-quant dot products:
+/// `aux32[l] = sum_j scale(j) * sum_{i = l mod 8} a_i * q8_i` over the
+/// sub-blocks `j` of `SUB` values, for the block's values `a` and the Q8_K
+/// quants `q8` (Q3_K, Q6_K: 16 values; Q4_K, Q5_K: 32).
 #[inline(always)]
-pub(crate) fn lane_sums_16(
+pub(crate) fn lane_sums<const SUB: usize>(
     a: &[i8; QK_K],
     q8: &[i8; QK_K],
     scale: impl Fn(usize) -> i32,
 ) -> [i32; 8] {
     let mut aux32 = [0i32; 8];
-    for (j, (a, q8)) in a.chunks_exact(16).zip(q8.chunks_exact(16)).enumerate() {
+    for (j, (a, q8)) in a.chunks_exact(SUB).zip(q8.chunks_exact(SUB)).enumerate() {
         let scale = scale(j);
         for (a, q8) in a.chunks_exact(8).zip(q8.chunks_exact(8)) {
             for l in 0..8 {
@@ -383,6 +385,23 @@ pub(crate) fn lane_sums_16(
         }
     }
     aux32
+}
+
+/// The integer parts of ggml's generic Q4_K and Q5_K dot products, for a
+/// block's values `a` and its 6-bit scales and mins (`scale_min(j)`): the
+/// lane sums of [`lane_sums`] over 32-value sub-blocks, and
+/// `sumi = sum_j bsum_j * m_{j/2}`.
+#[inline(always)]
+pub(crate) fn scale_min_isums(
+    a: &[i8; QK_K],
+    y: &BlockQ8K,
+    scale_min: impl Fn(usize) -> (u8, u8),
+) -> ([i32; 8], i32) {
+    let mut sumi = 0i32;
+    for j in 0..QK_K / 16 {
+        sumi += y.bsum(j) as i32 * scale_min(j / 2).1 as i32;
+    }
+    (lane_sums::<32>(a, &y.qs, |j| scale_min(j).0 as i32), sumi)
 }
 
 pub(crate) fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {

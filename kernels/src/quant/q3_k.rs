@@ -161,7 +161,7 @@ pub fn quantize_row_q3_K(x: &[f32], y: &mut [BlockQ3K]) -> Result<(), QuantError
 /// `aux32[l] = sum_j (sc_j - 32) * sum_{i = l mod 8} q3 * q8`.
 #[inline(always)]
 pub(crate) fn block_isums(x: &BlockQ3K, y: &BlockQ8K) -> [i32; 8] {
-    super::kquants::lane_sums_16(&x.values(), &y.qs, |j| x.scale(j) as i32 - 32)
+    super::kquants::lane_sums::<16>(&x.values(), &y.qs, |j| x.scale(j) as i32 - 32)
 }
 
 /// ggml's `ggml_vec_dot_q3_K_q8_K_generic`.

@@ -104,27 +104,7 @@ pub(crate) fn block_isums(x: &BlockQ4K, y: &BlockQ8K) -> ([i32; 8], i32) {
             aux8[64 * k + 32 + l] = (q[l] >> 4) as i8;
         }
     }
-    let mut scales = [0i32; 8];
-    let mut mins = [0i32; 8];
-    for j in 0..8 {
-        let (sc, m) = x.scale_min(j);
-        scales[j] = sc as i32;
-        mins[j] = m as i32;
-    }
-    let mut sumi = 0i32;
-    for j in 0..QK_K / 16 {
-        sumi += y.bsum(j) as i32 * mins[j / 2];
-    }
-    let mut aux32 = [0i32; 8];
-    for (j, (a, q8)) in aux8.chunks_exact(32).zip(y.qs.chunks_exact(32)).enumerate() {
-        let scale = scales[j];
-        for (a, q8) in a.chunks_exact(8).zip(q8.chunks_exact(8)) {
-            for l in 0..8 {
-                aux32[l] += scale * (q8[l] as i32 * a[l] as i32);
-            }
-        }
-    }
-    (aux32, sumi)
+    super::kquants::scale_min_isums(&aux8, y, |j| x.scale_min(j))
 }
 
 /// ggml's `ggml_vec_dot_q4_K_q8_K_generic`: eight i32 lanes per block,

@@ -114,27 +114,7 @@ pub fn quantize_row_q5_K(x: &[f32], y: &mut [BlockQ5K]) -> Result<(), QuantError
 /// `sumi = sum_j bsum_j * m_{j/2}`.
 #[inline(always)]
 pub(crate) fn block_isums(x: &BlockQ5K, y: &BlockQ8K) -> ([i32; 8], i32) {
-    let a = x.values();
-    let mut scales = [0i32; 8];
-    let mut mins = [0i32; 8];
-    for j in 0..8 {
-        let (sc, m) = x.scale_min(j);
-        scales[j] = sc as i32;
-        mins[j] = m as i32;
-    }
-    let mut sumi = 0i32;
-    for j in 0..QK_K / 16 {
-        sumi += y.bsum(j) as i32 * mins[j / 2];
-    }
-    let mut aux32 = [0i32; 8];
-    for (j, (a, q8)) in a.chunks_exact(32).zip(y.qs.chunks_exact(32)).enumerate() {
-        for (a, q8) in a.chunks_exact(8).zip(q8.chunks_exact(8)) {
-            for l in 0..8 {
-                aux32[l] += scales[j] * (q8[l] as i32 * a[l] as i32);
-            }
-        }
-    }
-    (aux32, sumi)
+    super::kquants::scale_min_isums(&x.values(), y, |j| x.scale_min(j))
 }
 
 /// ggml's `ggml_vec_dot_q5_K_q8_K_generic`: eight i32 lanes per block,

@@ -138,7 +138,7 @@ pub fn quantize_row_q6_K(x: &[f32], y: &mut [BlockQ6K]) -> Result<(), QuantError
 /// `ggml_vec_dot_q6_K_q8_K_generic` forms them.
 #[inline(always)]
 pub(crate) fn block_isums(x: &BlockQ6K, y: &BlockQ8K) -> [i32; 8] {
-    super::kquants::lane_sums_16(&x.values(), &y.qs, |j| x.scales[j] as i32)
+    super::kquants::lane_sums::<16>(&x.values(), &y.qs, |j| x.scales[j] as i32)
 }
 
 /// ggml's `ggml_vec_dot_q6_K_q8_K_generic`.
