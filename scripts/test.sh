@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 HEARTH_MODEL=${HEARTH_MODEL:-$(scripts/fetch-model.sh)}
 HEARTH_SMOLLM2=${HEARTH_SMOLLM2:-$(scripts/fetch-smollm2.sh)}
 export HEARTH_MODEL HEARTH_SMOLLM2
+# Without a desktop session Mesa's Vulkan driver (the WebGPU tests' lavapipe)
+# prints "XDG_RUNTIME_DIR is invalid or not set" on every load: give it a
+# private folder.
+if [[ -z ${XDG_RUNTIME_DIR:-} || ! -d ${XDG_RUNTIME_DIR:-} ]]; then
+  XDG_RUNTIME_DIR=$(mktemp -d)
+  chmod 700 "$XDG_RUNTIME_DIR"
+  export XDG_RUNTIME_DIR
+fi
 cargo test --workspace "$@"
 
 # The library's example (engine/examples/generate.rs) streams text from the

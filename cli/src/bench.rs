@@ -537,15 +537,26 @@ impl Report {
     /// The notes printed under the Markdown table: what was counted.
     pub fn notes(&self) -> String {
         let w = &self.weights;
-        let mut s = format!(
-            "pp: {BENCH_BATCH}-token forward passes from an empty cache, logits of the last token only; \
-             tg: one token per forward pass from an empty cache. t/s: mean ± sample stddev over the repetitions, then the median.\n\
+        let mut s = String::new();
+        for r in &self.results {
+            s.push_str(&match r.test {
+                Test::Prompt(n) => format!(
+                    "pp{n}: {n} prompt tokens from an empty cache in {} forward pass(es) of at most {BENCH_BATCH} tokens, logits of the last token only; ",
+                    n.div_ceil(BENCH_BATCH)
+                ),
+                Test::Gen(n) => {
+                    format!("tg{n}: {n} tokens, one per forward pass, from an empty cache; ")
+                }
+            });
+        }
+        s.push_str(&format!(
+            "t/s: mean ± sample stddev over the repetitions, then the median.\n\
              weights GB/s = {:.1} MB of weights read per decoded token (every tensor; the tied output matrix in full) x mean tg t/s.\n\
              GFLOP/s = 2 x ({:.1} M layer matmul weights x tokens + {:.1} M output weights x 1) / mean time; attention products are not counted.\n",
             w.decode_bytes as f64 / 1e6,
             w.layer_matmul_params as f64 / 1e6,
             w.output_params as f64 / 1e6,
-        );
+        ));
         match &self.membw {
             Some(m) => {
                 let (_, sd, med) = stats(&m.samples_gbs);
@@ -607,6 +618,41 @@ mod tests {
             output_params: 1000,
         };
         assert_eq!(w.prompt_flops(512), 2.0 * 100.0 * 512.0 + 2000.0);
+    }
+
+    /// Issue 17: the footnote described pp512/tg128 whatever `-p`/`-n` said.
+    #[test]
+    fn notes_describe_the_tests_that_ran() {
+        let report = |tests: &[Test]| Report {
+            model_desc: String::new(),
+            backend: "CPU".into(),
+            threads: 1,
+            weights: WeightStats {
+                total_bytes: 0,
+                total_params: 0,
+                decode_bytes: 1,
+                layer_matmul_params: 1,
+                output_params: 1,
+            },
+            results: tests
+                .iter()
+                .map(|&test| TestResult {
+                    test,
+                    samples_s: vec![1.0],
+                })
+                .collect(),
+            membw: None,
+        };
+        let n = report(&[Test::Prompt(1000), Test::Gen(7)]).notes();
+        assert!(n.contains("pp1000: 1000 prompt tokens"), "{n}");
+        assert!(n.contains("2 forward pass(es) of at most 512"), "{n}");
+        assert!(n.contains("tg7: 7 tokens, one per forward pass"), "{n}");
+        let n = report(&[Test::Prompt(64)]).notes();
+        assert!(
+            n.contains("pp64: 64 prompt tokens") && n.contains("in 1 forward"),
+            "{n}"
+        );
+        assert!(!n.contains("one per forward pass"), "{n}");
     }
 
     #[test]

@@ -4,7 +4,7 @@ mod bench;
 mod info;
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -53,13 +53,17 @@ enum Command {
         #[arg(long)]
         gpus: bool,
     },
-    /// Tokenize a file's bytes exactly as they are; print the ids.
+    /// Tokenize a text (a file's bytes exactly as they are, or -p); print the ids.
     Tokenize {
         /// The GGUF file (a vocabulary-only file is enough).
         model: PathBuf,
-        /// The text to tokenize (no trimming, no added newline).
-        #[arg(long, short = 'f')]
-        text_file: PathBuf,
+        /// A file holding the UTF-8 text to tokenize (no trimming, no added
+        /// newline).
+        #[arg(long, short = 'f', conflicts_with = "prompt")]
+        text_file: Option<PathBuf>,
+        /// The text to tokenize, given on the command line.
+        #[arg(long, short = 'p')]
+        prompt: Option<String>,
         /// Do not add the BOS token the file asks for.
         #[arg(long)]
         no_bos: bool,
@@ -73,6 +77,7 @@ enum Command {
     /// Top logits at every position and a greedy continuation for each prompt,
     /// as JSON lines in the format of llama.cpp's reference files.
     Logits {
+        /// The GGUF model file.
         model: PathBuf,
         /// One prompt per line, with JSON string escapes (`\n`, `\"`, `\uXXXX`, ...).
         #[arg(long)]
@@ -90,6 +95,7 @@ enum Command {
     /// as llama.cpp's `llama-eval-callback` prints them (`attn_norm-3`, ...);
     /// `scripts/compare-tap.py` then finds the first that differs from llama.cpp's.
     Tap {
+        /// The GGUF model file.
         model: PathBuf,
         /// The prompt, tokenized as llama-eval-callback does (BOS if the file
         /// asks for it, special-token text parsed); evaluated in one batch,
@@ -111,6 +117,7 @@ enum Command {
     },
     /// Generate text from a prompt, streamed to stdout.
     Run {
+        /// The GGUF model file.
         model: PathBuf,
         /// The prompt.
         #[arg(short = 'p', long, conflicts_with = "file")]
@@ -132,6 +139,7 @@ enum Command {
     /// Measure prompt processing and generation speed as llama-bench does,
     /// against this machine's memory bandwidth.
     Bench {
+        /// The GGUF model file.
         model: PathBuf,
         /// Prompt tokens (test ppN); 0 skips the test.
         #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
@@ -166,6 +174,7 @@ enum Command {
     /// Perplexity of a text file with llama-perplexity's protocol, and the KL
     /// divergence of this run from a saved one.
     Perplexity {
+        /// The GGUF model file.
         model: PathBuf,
         /// The text (optional with --kl-divergence: the base file holds the tokens).
         #[arg(short = 'f', long)]
@@ -201,6 +210,7 @@ enum Command {
     },
     /// Chat with the model in the terminal (its chat template, history kept).
     Chat {
+        /// The GGUF model file.
         model: PathBuf,
         /// A system prompt.
         #[arg(long)]
@@ -216,7 +226,10 @@ enum Command {
     /// Serve the model over HTTP: an OpenAI-compatible API (chat and text
     /// completions, streaming) with continuous batching of --parallel slots.
     Serve {
+        /// The GGUF model file.
         model: PathBuf,
+        /// The address to listen on (a non-loopback one exposes the API to
+        /// the network: set --api-key).
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// 0 picks a free port (the address is printed to stderr).
@@ -343,19 +356,28 @@ struct Sampling {
     /// Temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
     temp: f32,
+    /// Keep only the K most likely tokens; 0 keeps all.
     #[arg(long, default_value_t = 40)]
     top_k: usize,
+    /// Keep the most likely tokens whose probabilities add up to P; 1 is off.
     #[arg(long, default_value_t = 0.95)]
     top_p: f32,
+    /// Drop tokens less likely than P times the most likely one; 0 is off.
     #[arg(long, default_value_t = 0.05)]
     min_p: f32,
     /// Repetition penalty over the last `--repeat-last-n` tokens; 1 is off.
     #[arg(long, default_value_t = 1.0)]
     repeat_penalty: f32,
+    /// Tokens the repeat, presence and frequency penalties look back over;
+    /// 0 turns them off.
     #[arg(long, default_value_t = 64)]
     repeat_last_n: usize,
+    /// Subtracted from the logit of every token seen in the last
+    /// `--repeat-last-n` tokens; 0 is off.
     #[arg(long, default_value_t = 0.0)]
     presence_penalty: f32,
+    /// Subtracted from a token's logit once per time it was seen in the last
+    /// `--repeat-last-n` tokens; 0 is off.
     #[arg(long, default_value_t = 0.0)]
     frequency_penalty: f32,
     /// Random seed (default: from the clock).
@@ -407,6 +429,35 @@ impl Common {
         self.ctx_size
             .unwrap_or_else(|| model.hparams.n_ctx_train.clamp(1, 4096))
     }
+}
+
+/// Reads a UTF-8 text file; invalid UTF-8 is an error naming the file and
+/// the offset of the first bad byte.
+fn read_text(path: &Path) -> Result<String, BoxError> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+        .into()
+    })
+}
+
+/// Whether `e` is a write to a closed pipe (`hearth run ... | head`): the
+/// reader has what it wanted, so that is not a failure.
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
 }
 
 fn open_model<B: Backend>(
@@ -638,9 +689,7 @@ fn perplexity<B: Backend>(
     };
     let chunks = match (&file, &reader) {
         (Some(f), _) => {
-            let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let text =
-                String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", f.display()))?;
+            let text = read_text(f)?;
             eprintln!("perplexity: tokenizing the input ..");
             // As llama-perplexity: with BOS, special-token text left as text.
             let tokens = tok.encode(&text, true, false)?;
@@ -753,14 +802,13 @@ fn perplexity<B: Backend>(
 fn logits_cmd<B: Backend>(
     backend: B,
     model: &PathBuf,
-    prompt_file: &PathBuf,
+    prompt_file: &Path,
     top: usize,
     n_predict: usize,
     common: &Common,
 ) -> Result<(), BoxError> {
     let (m, tok, _) = open_model(model, backend)?;
-    let text = std::fs::read_to_string(prompt_file)
-        .map_err(|e| format!("{}: {e}", prompt_file.display()))?;
+    let text = read_text(prompt_file)?;
     let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
         .with_batch_size(common.batch_size, common.kv_type())?;
     let mut out = std::io::stdout().lock();
@@ -1044,16 +1092,18 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Tokenize {
             model,
             text_file,
+            prompt,
             no_bos,
             parse_special,
             pieces,
         } => {
             let g = hearth_gguf::open(&model).map_err(|e| format!("{}: {e}", model.display()))?;
             let tok = Tokenizer::from_gguf(&g)?;
-            let bytes =
-                std::fs::read(&text_file).map_err(|e| format!("{}: {e}", text_file.display()))?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| format!("{}: not UTF-8 text", text_file.display()))?;
+            let text = match (prompt, text_file) {
+                (Some(p), _) => p,
+                (None, Some(f)) => read_text(&f)?,
+                (None, None) => return Err("give the text with -p TEXT or -f FILE".into()),
+            };
             let ids = tok.encode(&text, !no_bos, parse_special)?;
             let mut out = std::io::stdout().lock();
             if pieces {
@@ -1119,11 +1169,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             common.setup()?;
             let text = match (prompt, file) {
                 (Some(p), _) => p,
-                (None, Some(f)) => {
-                    std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?
-                }
+                (None, Some(f)) => read_text(&f)?,
                 (None, None) => return Err("give a prompt with -p TEXT or -f FILE".into()),
             };
+            if text.is_empty() {
+                return Err("the prompt is empty".into());
+            }
             with_backend!(common.backend, false, |be| run_cmd(
                 be, &model, text, n_predict, chat, &sampling, &common
             ))?;
@@ -1153,9 +1204,31 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hearth: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Issue 17: `<MODEL>`, `--top-k`, `--top-p`, `--min-p`,
+    /// `--repeat-last-n` and the penalties had no help text.
+    #[test]
+    fn every_option_of_every_command_has_help_text() {
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if arg.get_help().is_none() {
+                    missing.push(format!("{} {}", sub.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "options without help: {missing:?}");
     }
 }

@@ -235,3 +235,86 @@ fn tap_matches_llama_eval_callback() {
         std::fs::remove_dir_all(&dir).ok();
     }
 }
+
+/// Issue 17: `tokenize` had no `-p`, and invalid UTF-8 said only "not UTF-8
+/// text" without where.
+#[test]
+fn tokenize_takes_p_and_names_the_offset_of_invalid_utf8() {
+    let Some(golden) = hearth_tests::golden_dir() else {
+        return;
+    };
+    let vocab = golden.join("vocab/ggml-vocab-llama-bpe.gguf");
+    let dir = std::env::temp_dir().join(format!("hearth-tok-p-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("ok.txt");
+    std::fs::write(&text, "Hello world, again").unwrap();
+    let from_file = succeeds(hearth().arg("tokenize").arg(&vocab).arg("-f").arg(&text));
+    let from_arg = succeeds(
+        hearth()
+            .arg("tokenize")
+            .arg(&vocab)
+            .args(["-p", "Hello world, again"]),
+    );
+    assert!(!from_file.stdout.is_empty());
+    assert_eq!(from_file.stdout, from_arg.stdout);
+
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, b"abc\xffdef").unwrap();
+    let out = hearth()
+        .arg("tokenize")
+        .arg(&vocab)
+        .arg("-f")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("invalid byte at offset 3"), "{err}");
+}
+
+/// Issue 17: an empty prompt loaded the model and generated from BOS alone.
+#[test]
+fn an_empty_prompt_says_so_before_loading_anything() {
+    let out = hearth()
+        .args(["run", "/nonexistent/model.gguf", "-p", ""])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the prompt is empty"), "{err}");
+}
+
+/// Issue 17: `hearth run ... | head` ended with "hearth: error: Broken pipe"
+/// and exit code 1; a reader that has had enough is not a failure.
+#[test]
+fn a_closed_stdout_ends_run_quietly() {
+    use std::io::Read;
+    let Some(model) = hearth_tests::model_path() else {
+        return;
+    };
+    let mut child = hearth()
+        .arg("run")
+        .arg(&model)
+        .args([
+            "-p",
+            "Once upon a time",
+            "-n",
+            "200",
+            "--temp",
+            "0",
+            "-t",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("error"), "{err}");
+}

@@ -158,9 +158,8 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(x) if (lo..=hi).contains(&x) => Ok(Some(x)),
-                _ if n.is_f64() && n.as_f64().is_some_and(|f| f.fract() != 0.0) => {
-                    Err(ApiError::param(k, format!("expected an integer, got {n}")))
-                }
+                // `2.0` is a float in JSON: as OpenAI, not an integer.
+                _ if n.is_f64() => Err(ApiError::param(k, format!("must be an integer, got {n}"))),
                 _ => Err(ApiError::param(k, format!("{n} is not in [{lo}, {hi}]"))),
             },
             Some(v) => Err(ApiError::param(
@@ -465,6 +464,21 @@ mod tests {
     fn opts(body: &str, e: Endpoint) -> Result<Options, ApiError> {
         let m = parse_body(body.as_bytes())?;
         options(&Fields(&m), e, 7)
+    }
+
+    /// Issue 17: `2.0` was reported as "2.0 is not in [1, 4294967295]".
+    #[test]
+    fn a_float_for_an_integer_says_it_must_be_an_integer() {
+        for body in [r#"{"max_tokens": 2.0}"#, r#"{"max_tokens": 2.5}"#] {
+            let e = opts(body, Endpoint::Chat).unwrap_err();
+            assert!(
+                e.message.contains("must be an integer"),
+                "{body}: {}",
+                e.message
+            );
+        }
+        let e = opts(r#"{"max_tokens": 0}"#, Endpoint::Chat).unwrap_err();
+        assert!(e.message.contains("not in [1,"), "{}", e.message);
     }
 
     #[test]
