@@ -1026,6 +1026,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 kv_type: kv_type.into(),
                 allowed_hosts: allow_host,
                 cors_origins: cors_origin,
+                model_path: Some(model.clone()),
                 ..hearth_server::ServeConfig::new(id)
             };
             with_backend!(backend, false, |be| hearth_server::run(

@@ -532,19 +532,27 @@ fn sigterm_finishes_running_requests_and_exits_0() {
     assert!(s.log_lines().iter().any(|l| l.contains("stopped")));
 }
 
-#[test]
-fn openai_python_client() {
+/// Whether python3 can import `module` (a client library the next test
+/// drives Hearth with); without it the test is skipped, or fails under `CI`.
+fn python_has(module: &str) -> bool {
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
-    let has_client = std::process::Command::new("python3")
-        .args(["-c", "import openai"])
+    let has = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
         .status()
         .is_ok_and(|s| s.success());
-    if !has_client {
+    if !has {
         assert!(
             !ci,
-            "python3 with the `openai` package is missing (CI is set): pip install openai"
+            "python3 with the `{module}` package is missing (CI is set): pip install {module}"
         );
-        eprintln!("SKIPPED: python3 with the `openai` package not found; pip install openai");
+        eprintln!("SKIPPED: python3 with the `{module}` package not found; pip install {module}");
+    }
+    has
+}
+
+#[test]
+fn openai_python_client() {
+    if !python_has("openai") {
         return;
     }
     let Some(s) = Server::start(&["--parallel", "2", "--api-key", "test-key", "--threads", "1"])
@@ -567,6 +575,109 @@ fn openai_python_client() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     eprintln!("{stdout}");
+}
+
+/// Issue 15: the `ollama` Python client's list/show/ps/chat/generate/pull.
+#[test]
+fn ollama_python_client() {
+    if !python_has("ollama") {
+        return;
+    }
+    let Some(s) = Server::start(&["--threads", "1"]) else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/test_ollama.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .env("OLLAMA_HOST", format!("http://{}", s.addr))
+        .env("HEARTH_MODEL_ID", "gemma-3-270m-q4_k_m")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    eprintln!("{stdout}");
+}
+
+/// Issue 15: the JSON that VS Code Copilot and Zed read, field by field, and
+/// where aider, Copilot and llama.cpp's tools look for the context length.
+#[test]
+fn discovery_routes_give_what_copilot_zed_and_llama_tools_read() {
+    let Some(s) = Server::start(&["--threads", "1", "--parallel", "2", "-c", "1024"]) else {
+        return;
+    };
+    // Copilot: /api/version >= 0.6.4.
+    let v = s.get("/api/version").json();
+    let parts: Vec<u32> = v["version"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(parts >= vec![0, 6, 4], "{v}");
+    // Zed's strict /api/tags parse; Copilot's `model`.
+    let tags = s.get("/api/tags").json();
+    let m = &tags["models"][0];
+    assert_eq!(m["model"], "gemma-3-270m-q4_k_m");
+    assert!(m["modified_at"].as_str().unwrap().ends_with('Z'), "{m}");
+    assert!(m["size"].as_u64().unwrap() > 200_000_000, "{m}");
+    assert!(m["digest"].is_string(), "{m}");
+    let d = &m["details"];
+    assert_eq!(d["format"], "gguf");
+    assert_eq!(d["family"], "gemma3");
+    assert_eq!(d["families"], json!(["gemma3"]));
+    assert_eq!(d["quantization_level"], "Q4_K_M");
+    assert!(d["parameter_size"].as_str().unwrap().ends_with('M'), "{d}");
+    // Copilot's /api/show: capabilities, context length, basename.
+    let r = s.post("/api/show", &json!({"model": "gemma-3-270m-q4_k_m"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let show = r.json();
+    assert_eq!(show["capabilities"], json!(["completion"]));
+    assert_eq!(show["model_info"]["gemma3.context_length"], 32768);
+    assert!(show["model_info"]["general.basename"].is_string(), "{show}");
+    assert!(show["model_info"]["tokenizer.ggml.tokens"].is_null());
+    assert!(show["template"].as_str().unwrap().contains("start_of_turn"));
+    let r = s.post("/api/show", &json!({}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Unknown ollama routes: 501, not 404.
+    for path in ["/api/pull", "/api/create", "/api/delete"] {
+        let r = s.post(path, &json!({"model": "x"}));
+        assert_eq!(r.status, 501, "{path}: {}", r.text());
+        assert!(r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not supported"));
+    }
+    let ps = s.get("/api/ps").json();
+    assert_eq!(ps["models"][0]["context_length"], 1024);
+    // llama-server's /props: the slot context and count.
+    let p = s.get("/props").json();
+    assert_eq!(p["default_generation_settings"]["n_ctx"], 1024);
+    assert_eq!(p["total_slots"], 2);
+    assert!(p["model_path"].as_str().unwrap().ends_with(".gguf"), "{p}");
+    assert!(p["chat_template"]
+        .as_str()
+        .unwrap()
+        .contains("start_of_turn"));
+    // /v1/models: the context where vLLM's and others' clients look.
+    let models = s.get("/v1/models").json();
+    assert_eq!(models["data"][0]["context_length"], 1024);
+    assert_eq!(models["data"][0]["max_model_len"], 1024);
+    // The OpenAI routes without /v1, as llama-server answers them.
+    assert_eq!(s.get("/models").json(), models);
+    let a = s
+        .post("/v1/chat/completions", &chat("Name a fruit.", 4))
+        .json();
+    let b = s
+        .post("/chat/completions", &chat("Name a fruit.", 4))
+        .json();
+    assert_eq!(chat_text(&a), chat_text(&b));
+    let r = s.post("/completions", &completion("The sky is", 2));
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[test]

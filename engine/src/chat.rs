@@ -232,6 +232,16 @@ impl ChatTemplate {
         }
     }
 
+    /// The Jinja source this template renders (the file's, or
+    /// [`GEMMA_TEMPLATE`] where [`for_model`](Self::for_model) supplied it);
+    /// `None` for [`plain`](Self::plain).
+    pub fn source(&self) -> Option<String> {
+        match &self.kind {
+            Kind::Jinja(env) => env.get_template(NAME).ok().map(|t| t.source().to_string()),
+            Kind::Plain => None,
+        }
+    }
+
     /// The fallback format, only for callers that ask for it: one
     /// `role: content` line per message, then `assistant:` when a generation
     /// prompt is asked for. No BOS text is written.

@@ -26,6 +26,6 @@ pub use memmap2::Mmap;
 pub use reader::{
     TensorInfo, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_KEY_LEN, MAX_TENSOR_NAME_LEN,
 };
-pub use types::{removed_type_name, GgmlType};
+pub use types::{file_type_name, removed_type_name, GgmlType};
 pub use value::{ArrayIter, ArrayRef, FromValue, Value, ValueRef, ValueType};
 pub use writer::{GgufWriter, WriteError, WrittenLayout};

@@ -14,7 +14,9 @@
 //! thread while `/health` answers 503.
 
 pub mod api;
+mod llama;
 pub mod metrics;
+mod model_info;
 mod ollama;
 mod routes;
 pub mod scheduler;
@@ -51,6 +53,8 @@ pub struct ServeConfig {
     pub kv_type: KvType,
     /// The model's id in `/v1/models` (requests naming another get 404).
     pub model_id: String,
+    /// The file served, as given (`/props` reports it).
+    pub model_path: Option<std::path::PathBuf>,
     /// Largest request body, in bytes (413 above).
     pub max_body: usize,
     /// How long a shutdown waits for running requests before cancelling them.
@@ -76,6 +80,7 @@ impl ServeConfig {
             prefill_chunk: 256,
             kv_type: KvType::F16,
             model_id: model_id.into(),
+            model_path: None,
             max_body: 8 << 20,
             drain: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
@@ -90,6 +95,7 @@ pub(crate) struct Ready {
     pub template: Result<ChatTemplate, String>,
     pub n_ctx: usize,
     pub n_vocab: usize,
+    pub info: model_info::ModelInfo,
 }
 
 /// State shared by the handlers and the scheduler thread.
@@ -262,11 +268,18 @@ where
         kv_type: shared.cfg.kv_type,
     };
     let mut sched = Scheduler::new(&model, &tok, cfg)?;
+    let info = model_info::ModelInfo::new(
+        &model.file,
+        &shared.cfg.model_id,
+        model.hparams.n_ctx_train,
+        template.as_ref().ok().and_then(ChatTemplate::source),
+    );
     let _ = shared.ready.set(Ready {
         tok: Arc::clone(&tok),
         template,
         n_ctx,
         n_vocab: model.hparams.n_vocab,
+        info,
     });
     eprintln!(
         "hearth: model {} loaded in {:.2} s: {} slots of {n_ctx} tokens, {} threads",

@@ -1,8 +1,10 @@
 //! The subset of ollama's API that frontends speaking only ollama need:
-//! `GET /api/version`, `GET /api/tags`, `POST /api/chat`, `POST /api/generate`.
-//! Streams are newline-delimited JSON (ollama's default is to stream);
-//! errors are `{"error": "message"}`. Requests go through the same
-//! validation, queue and scheduler as the OpenAI routes.
+//! `GET /api/version`, `GET /api/tags`, `POST /api/show`, `GET /api/ps`,
+//! `POST /api/chat`, `POST /api/generate`. Streams are newline-delimited
+//! JSON (ollama's default is to stream); errors are `{"error": "message"}`.
+//! Requests go through the same validation, queue and scheduler as the
+//! OpenAI routes. ollama's model management (`/api/pull`, `/api/create`,
+//! ...) is answered 501: Hearth serves the one file it was started with.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,8 +14,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::header;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -30,9 +33,17 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/version", get(version))
         .route("/api/tags", get(tags))
+        .route("/api/show", post(show))
+        .route("/api/ps", get(ps))
         .route("/api/chat", post(chat))
         .route("/api/generate", post(generate))
+        .route("/api/{*rest}", any(not_implemented))
 }
+
+/// The ollama version whose API this subset follows. Clients gate features
+/// on it (VS Code Copilot wants 0.6.4 or later), so it is ollama's number,
+/// not Hearth's.
+pub(crate) const OLLAMA_VERSION: &str = "0.9.0";
 
 fn error(e: ApiError) -> Response {
     let mut r = (e.status, Json(json!({"error": e.message}))).into_response();
@@ -44,19 +55,87 @@ fn error(e: ApiError) -> Response {
 }
 
 async fn version() -> Json<Value> {
-    Json(json!({"version": env!("CARGO_PKG_VERSION")}))
+    Json(json!({"version": OLLAMA_VERSION}))
 }
 
-async fn tags(State(s): St) -> Json<Value> {
+async fn not_implemented(req: axum::extract::Request) -> Response {
+    let msg = format!(
+        "{} is not supported: hearth serves the one model file it was started with \
+         (ollama's model management has no meaning here)",
+        req.uri().path()
+    );
+    (StatusCode::NOT_IMPLEMENTED, Json(json!({"error": msg}))).into_response()
+}
+
+/// The served model as `/api/tags` lists it: every field Zed's strict parser
+/// reads (`name`, `modified_at`, `size`, `digest`, `details`) and `model`,
+/// which Copilot reads. `digest` is empty: Hearth does not hash the file.
+fn model_entry(s: &Shared) -> Value {
     let id = &s.cfg.model_id;
-    Json(json!({"models": [{
+    let (size, details) = match s.ready.get() {
+        Some(r) => (r.info.file_size, r.info.details()),
+        None => (0, json!({"format": "gguf"})),
+    };
+    json!({
         "name": id,
         "model": id,
         "modified_at": rfc3339(s.started),
-        "size": 0,
+        "size": size,
         "digest": "",
-        "details": {"format": "gguf"},
-    }]}))
+        "details": details,
+    })
+}
+
+async fn tags(State(s): St) -> Json<Value> {
+    Json(json!({"models": [model_entry(&s)]}))
+}
+
+/// `/api/ps`: the one model, always loaded. Weights are in host memory
+/// (`size_vram` 0) on the CPU backend; it never expires.
+async fn ps(State(s): St) -> Json<Value> {
+    let mut m = model_entry(&s);
+    m["expires_at"] = json!("2999-01-01T00:00:00Z");
+    m["size_vram"] = json!(0);
+    if let Some(r) = s.ready.get() {
+        m["context_length"] = json!(r.n_ctx);
+    }
+    Json(json!({"models": [m]}))
+}
+
+/// `/api/show`: the template, the metadata (`model_info`, with
+/// `<arch>.context_length` as the file says), and `capabilities` as far as
+/// Hearth serves them: text completion only for now (no tool calls, images,
+/// thinking or embeddings yet).
+async fn show(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = (|| {
+        let ready = ready(&s)?;
+        let m = body_object(body)?;
+        let f = Fields(&m);
+        // `name` is the older spelling of `model`.
+        let name = match model_name(&f)? {
+            Some(n) => Some(n),
+            None => f
+                .str("name")?
+                .map(|n| n.strip_suffix(":latest").unwrap_or(n).to_string()),
+        };
+        let name = name.ok_or_else(|| ApiError::param("model", "is required"))?;
+        check_model(&s, Some(&name))?;
+        let info = &ready.info;
+        Ok::<_, ApiError>(json!({
+            "license": info.model_info.get("general.license").and_then(Value::as_str).unwrap_or(""),
+            "modelfile": format!("# served by hearth\nFROM {}\n", s.cfg.model_id),
+            "parameters": format!("num_ctx {}", ready.n_ctx),
+            "template": info.chat_template.as_deref().unwrap_or(""),
+            "details": info.details(),
+            "model_info": info.model_info,
+            "capabilities": ["completion"],
+            "modified_at": rfc3339(s.started),
+        }))
+    })();
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(e),
+    }
 }
 
 /// ollama names models `name:tag`; `:latest` is the default tag.

@@ -32,10 +32,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models/{id}", get(model))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
+        // llama-server also answers the OpenAI routes without `/v1`, and
+        // tools written for it call them so.
+        .route("/models", get(models))
+        .route("/completions", post(completions))
+        .route("/chat/completions", post(chat_completions))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
         .route("/metrics", get(metrics))
         .merge(super::ollama::routes())
+        .merge(super::llama::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .layer(DefaultBodyLimit::max(shared.cfg.max_body))
@@ -145,13 +151,21 @@ async fn health(State(s): St) -> Response {
     }
 }
 
+/// OpenAI's model object, with the context length where frontends look for
+/// it (vLLM's `max_model_len`, others' `context_length`): each slot's
+/// context, once the model has loaded.
 fn model_object(s: &Shared) -> Value {
-    json!({
+    let mut m = json!({
         "id": s.cfg.model_id,
         "object": "model",
         "created": s.started,
         "owned_by": "hearth",
-    })
+    });
+    if let Some(r) = s.ready.get() {
+        m["context_length"] = json!(r.n_ctx);
+        m["max_model_len"] = json!(r.n_ctx);
+    }
+    m
 }
 
 async fn models(State(s): St) -> Json<Value> {
