@@ -188,7 +188,8 @@ impl ChatTemplate {
             .build()
             .map_err(|e| ChatError::Syntax(e.to_string()))?;
         env.set_syntax(syntax);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        let cap = Limits::default().max_output;
+        env.set_unknown_method_callback(move |st, v, m, a| python_method(st, v, m, a, cap));
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", |v: &Value, kw: Kwargs| tojson(v, kw, usize::MAX));
         env.add_template_owned(NAME, source.into())
@@ -286,6 +287,7 @@ impl ChatTemplate {
         // gets the output cap (indentation can multiply a value's size).
         let cap = self.limits.max_output;
         env.add_filter("tojson", move |v: &Value, kw: Kwargs| tojson(v, kw, cap));
+        env.set_unknown_method_callback(move |st, v, m, a| python_method(st, v, m, a, cap));
         let tmpl = env
             .get_template(NAME)
             .map_err(|e| ChatError::Render(describe(&e)))?;
@@ -401,6 +403,86 @@ impl std::fmt::Display for TooLarge {
 }
 
 impl std::error::Error for TooLarge {}
+
+/// Python's string, list and dict methods (`minijinja_contrib::pycompat`),
+/// with `str.format` bounded first: pycompat pads to the width and
+/// precision a format spec asks for before fuel or the output cap see the
+/// result (`'{:>20000000000}'.format('a')` aborted the process on a failed
+/// 20 GB allocation), so the widths and precisions of a format string may
+/// together ask for at most `cap` bytes. The other amplifiers are bounded
+/// by minijinja itself: the `format` filter and `indent` check the fuel
+/// before they allocate, `range` stops at 100 000 items, `*` at 100 MB and
+/// then pays fuel, `join` pays for its separator as it grows
+/// (`tests/chat.rs` pins each).
+fn python_method(
+    state: &mut minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+    cap: usize,
+) -> std::result::Result<Value, Error> {
+    if method == "format" {
+        if let Some(spec) = value.as_str() {
+            let asked = format_widths(spec);
+            if asked > cap as u128 {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("str.format: widths and precisions ask for {asked} bytes"),
+                )
+                .with_source(TooLarge));
+            }
+            // Pay for the padding before it is made, as pycompat does for
+            // `replace`; the engine charges the result once it exists.
+            state.consume_fuel((asked / 64) as u64)?;
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+/// An upper bound on the bytes the width and precision fields of a
+/// `str.format` string ask for: the sum of every number inside a
+/// replacement field's format spec (after its `:`). minijinja's grammar has
+/// no nested `{}` inside a spec (`format_spec -> [options] [width]
+/// [grouping] ['.' precision] [type]`), so the numbers are all literal.
+/// Over-counting (a `0` fill, say) only makes the bound looser.
+fn format_widths(s: &str) -> u128 {
+    let mut total: u128 = 0;
+    let mut in_spec = false;
+    let mut in_field = false;
+    let mut num: u128 = 0;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !in_field {
+            if c == '{' {
+                if chars.peek() == Some(&'{') {
+                    chars.next();
+                } else {
+                    in_field = true;
+                    in_spec = false;
+                }
+            }
+            continue;
+        }
+        match c {
+            '}' => {
+                total = total.saturating_add(num);
+                num = 0;
+                in_field = false;
+            }
+            ':' if !in_spec => in_spec = true,
+            '0'..='9' if in_spec => {
+                num = num
+                    .saturating_mul(10)
+                    .saturating_add(u128::from(c as u8 - b'0'));
+            }
+            _ => {
+                total = total.saturating_add(num);
+                num = 0;
+            }
+        }
+    }
+    total.saturating_add(num)
+}
 
 fn raise_exception(message: String) -> std::result::Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(Raised(message)))

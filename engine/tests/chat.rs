@@ -405,3 +405,95 @@ fn chat_template_is_send_and_sync() {
     fn check<T: Send + Sync + Clone>() {}
     check::<ChatTemplate>();
 }
+
+/// Renders a hostile template with the default limits and asserts it fails
+/// with `ok` and within a second: each amplifier below once allocated what
+/// its argument asked for before any limit saw it (issue 17, item 2).
+fn refused_quickly(src: &str, ok: fn(&ChatError) -> bool) {
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    let start = std::time::Instant::now();
+    let r = t.render(&[user("hi")], true);
+    let took = start.elapsed();
+    match r {
+        Err(e) => assert!(ok(&e), "{src}: unexpected error {e:?}"),
+        Ok(s) => panic!("{src}: rendered {} bytes", s.len()),
+    }
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "{src}: took {took:?}"
+    );
+}
+
+fn too_large(e: &ChatError) -> bool {
+    matches!(
+        e,
+        ChatError::OutputTooLarge { .. } | ChatError::OutOfFuel { .. }
+    )
+}
+
+fn any_typed(e: &ChatError) -> bool {
+    too_large(e) || matches!(e, ChatError::Render(_))
+}
+
+#[test]
+fn str_format_width_beyond_the_output_cap_is_refused_before_it_allocates() {
+    // Width 2e10 aborted the process (`memory allocation of 19999999999
+    // bytes failed`); 2e9 cost 24 s and 4 GB.
+    refused_quickly("{{ '{:>20000000000}'.format('a') }}", |e| {
+        matches!(e, ChatError::OutputTooLarge { .. })
+    });
+    refused_quickly("{{ '{:>2000000000}'.format('a') }}", |e| {
+        matches!(e, ChatError::OutputTooLarge { .. })
+    });
+    // Precision pads floats with zeros the same way; widths add up.
+    refused_quickly("{{ '{:.2000000000f}'.format(1.5) }}", |e| {
+        matches!(e, ChatError::OutputTooLarge { .. })
+    });
+    refused_quickly("{{ '{:>9000000}{:>9000000}'.format('a', 'b') }}", |e| {
+        matches!(e, ChatError::OutputTooLarge { .. })
+    });
+    // Ordinary widths still work.
+    let t = ChatTemplate::new("{{ '{:>5}|{:<3}|{:.2f}'.format('a', 'b', 1.5) }}", "", "").unwrap();
+    assert_eq!(t.render(&[], false).unwrap(), "    a|b  |1.50");
+}
+
+#[test]
+fn printf_width_is_refused_before_it_allocates() {
+    refused_quickly("{{ '%20000000000s' | format('a') }}", too_large);
+    refused_quickly("{{ '%.20000000000f' | format(1.5) }}", too_large);
+    // `%` on strings is not an operator in minijinja: an error, not a crash.
+    refused_quickly("{{ '%20000000000s' % 'a' }}", any_typed);
+}
+
+#[test]
+fn string_repetition_is_refused_before_it_allocates() {
+    refused_quickly("{{ 'a' * 20000000000 }}", any_typed);
+    refused_quickly("{{ 'abc' * 99999999 }}", any_typed);
+    refused_quickly(
+        "{% for i in range(1000) %}{% set s = 'a' * 50000000 %}{% endfor %}",
+        any_typed,
+    );
+}
+
+#[test]
+fn indent_width_is_refused_before_it_allocates() {
+    refused_quickly("{{ 'a\\nb' | indent(20000000000) }}", too_large);
+    refused_quickly("{{ ('a\\n' * 100000) | indent(100000) }}", too_large);
+}
+
+#[test]
+fn center_and_ljust_cannot_pad_past_the_cap() {
+    // Not implemented by minijinja or pycompat: an error, not a padded string.
+    refused_quickly("{{ 'a'.center(20000000000) }}", any_typed);
+    refused_quickly("{{ 'a'.ljust(20000000000) }}", any_typed);
+    refused_quickly("{{ 'a'.rjust(20000000000) }}", any_typed);
+    refused_quickly("{{ 'a' | center(20000000000) }}", any_typed);
+}
+
+#[test]
+fn join_of_huge_ranges_is_refused_before_it_allocates() {
+    refused_quickly("{{ range(20000000000) | join(',') }}", any_typed);
+    refused_quickly("{{ ','.join(range(20000000000)) }}", any_typed);
+    refused_quickly("{{ ('x' * 1000000).join(range(100000)) }}", too_large);
+    refused_quickly("{{ range(100000) | join('x' * 1000000) }}", too_large);
+}
