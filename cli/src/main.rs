@@ -2,9 +2,10 @@
 
 mod bench;
 mod info;
+mod sigbus;
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ use hearth::backend::{Backend, KvType};
 use hearth::batch::{Batch, Logits};
 use hearth::chat::{ChatTemplate, Message};
 use hearth::generate::Generator;
-use hearth::model::{Model, Workspace};
+use hearth::model::{Model, OpenOptions, Workspace};
 use hearth::sampler::{SamplerConfig, StopReason};
 use hearth::session::Session;
 use hearth::tokenizer::Tokenizer;
@@ -74,6 +75,8 @@ enum Command {
     /// as JSON lines in the format of llama.cpp's reference files.
     Logits {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// One prompt per line, with JSON string escapes (`\n`, `\"`, `\uXXXX`, ...).
         #[arg(long)]
         prompt_file: PathBuf,
@@ -91,6 +94,8 @@ enum Command {
     /// `scripts/compare-tap.py` then finds the first that differs from llama.cpp's.
     Tap {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The prompt, tokenized as llama-eval-callback does (BOS if the file
         /// asks for it, special-token text parsed); evaluated in one batch,
         /// logits for its last token.
@@ -112,6 +117,8 @@ enum Command {
     /// Generate text from a prompt, streamed to stdout.
     Run {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The prompt.
         #[arg(short = 'p', long, conflicts_with = "file")]
         prompt: Option<String>,
@@ -133,6 +140,8 @@ enum Command {
     /// against this machine's memory bandwidth.
     Bench {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Prompt tokens (test ppN); 0 skips the test.
         #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
         n_prompt: usize,
@@ -167,6 +176,8 @@ enum Command {
     /// divergence of this run from a saved one.
     Perplexity {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The text (optional with --kl-divergence: the base file holds the tokens).
         #[arg(short = 'f', long)]
         file: Option<PathBuf>,
@@ -202,6 +213,8 @@ enum Command {
     /// Chat with the model in the terminal (its chat template, history kept).
     Chat {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// A system prompt.
         #[arg(long)]
         system: Option<String>,
@@ -215,8 +228,13 @@ enum Command {
     },
     /// Serve the model over HTTP: an OpenAI-compatible API (chat and text
     /// completions, streaming) with continuous batching of --parallel slots.
+    #[command(after_help = "Exit status: 0 after SIGINT/SIGTERM; 1 on an error at start; \
+        74 (EX_IOERR) when the memory-mapped model file changed or was truncated while \
+        serving (/health answers 503 \"model file changed\" first; --no-mmap avoids it).")]
     Serve {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// 0 picks a free port (the address is printed to stderr).
@@ -267,6 +285,46 @@ enum BenchFormat {
     Md,
     Json,
     Csv,
+}
+
+/// How the model file is held, for every command that loads one.
+#[derive(Args, Clone, Copy)]
+struct LoadArgs {
+    /// Read the whole model into memory instead of mapping it: slower to
+    /// start and never shared with other processes, but a later change to
+    /// the file (a re-download over it, a truncation) cannot reach the
+    /// running process. With the default mapping such a change makes
+    /// hearth print "model file ... changed or was truncated while in use"
+    /// and exit with code 74.
+    #[arg(long)]
+    no_mmap: bool,
+    /// Lock the model's memory in RAM (mlock) so it is never paged out;
+    /// fails if `ulimit -l` is smaller than the file.
+    #[arg(long)]
+    mlock: bool,
+}
+
+impl LoadArgs {
+    fn options(&self) -> OpenOptions {
+        OpenOptions {
+            mmap: !self.no_mmap,
+            mlock: self.mlock,
+        }
+    }
+}
+
+/// Loads the model at `path` as `load` says; a mapped file gets the SIGBUS
+/// guard (`sigbus.rs`), so a truncation while we run is one clear line and
+/// exit code 74 rather than a death by signal.
+fn load_model<B: Backend>(path: &Path, backend: B, load: LoadArgs) -> hearth::Result<Model<B>> {
+    let model = Model::load_with(path, backend, load.options()).map_err(|e| hearth::Error::Load {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    if !load.no_mmap {
+        sigbus::guard(path, model.file.bytes())?;
+    }
+    Ok(model)
 }
 
 #[derive(Args)]
@@ -412,9 +470,10 @@ impl Common {
 fn open_model<B: Backend>(
     path: &PathBuf,
     backend: B,
+    load: LoadArgs,
 ) -> Result<(Model<B>, Tokenizer, f64), BoxError> {
     let t0 = Instant::now();
-    let model = Model::load(path, backend).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = load_model(path, backend, load)?;
     let tok = Tokenizer::from_gguf(&model.file)?;
     Ok((model, tok, t0.elapsed().as_secs_f64()))
 }
@@ -529,6 +588,7 @@ fn bench<B: Backend + 'static>(
     membw: bool,
     kv_type: KvArg,
     profile: bool,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
     use crate::bench::{self, BenchConfig, Report, WeightStats};
     let gpu = (&backend as &dyn std::any::Any).downcast_ref::<Wgpu>();
@@ -543,7 +603,7 @@ fn bench<B: Backend + 'static>(
         });
     }
     let pool = thread_pool(threads)?;
-    let m = Model::load(model, backend).map_err(|e| format!("{}: {e}", model.display()))?;
+    let m = load_model(model, backend, load)?;
     let cfg = BenchConfig {
         n_prompt,
         n_gen,
@@ -621,10 +681,11 @@ fn perplexity<B: Backend>(
     kl_compare: bool,
     kl_top_k: usize,
     kv_type: KvArg,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
     use hearth::perplexity::{self as ppl, KlMode, KlReader, KlWriter, PerplexityConfig};
     let pool = thread_pool(threads)?;
-    let (m, tok, _) = open_model(model, backend)?;
+    let (m, tok, _) = open_model(model, backend, load)?;
     let bos = tok.bos().filter(|_| tok.add_bos());
     let mut reader = match (&kl_base, kl_compare) {
         (Some(path), true) => {
@@ -757,8 +818,9 @@ fn logits_cmd<B: Backend>(
     top: usize,
     n_predict: usize,
     common: &Common,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
-    let (m, tok, _) = open_model(model, backend)?;
+    let (m, tok, _) = open_model(model, backend, load)?;
     let text = std::fs::read_to_string(prompt_file)
         .map_err(|e| format!("{}: {e}", prompt_file.display()))?;
     let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
@@ -778,8 +840,9 @@ fn tap_cmd<B: Backend>(
     prompt: &str,
     tap: Box<dyn hearth::tap::Tap + Send>,
     common: &Common,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
-    let (m, tok, _) = open_model(model, backend)?;
+    let (m, tok, _) = open_model(model, backend, load)?;
     let ids = tok.encode(prompt, true, true)?;
     eprintln!("{} tokens: {ids:?}", ids.len());
     let mut cache = m.new_cache_with_batch(
@@ -805,8 +868,9 @@ fn run_cmd<B: Backend>(
     chat: bool,
     sampling: &Sampling,
     common: &Common,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
-    let (m, tok, load_s) = open_model(model, backend)?;
+    let (m, tok, load_s) = open_model(model, backend, load)?;
     let ids = if chat {
         let template = ChatTemplate::for_model(&m.file)?;
         encode_chat(&tok, &template.render(&[Message::new("user", text)], true)?)?
@@ -837,8 +901,9 @@ fn chat_cmd<B: Backend>(
     n_predict: usize,
     sampling: &Sampling,
     common: &Common,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
-    let (m, tok, _) = open_model(model, backend)?;
+    let (m, tok, _) = open_model(model, backend, load)?;
     let template = ChatTemplate::for_model(&m.file)?;
     let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
         .with_batch_size(common.batch_size, common.kv_type())?;
@@ -896,6 +961,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
         Command::Bench {
             model,
+            load,
             n_prompt,
             n_gen,
             repetitions,
@@ -917,10 +983,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 membw,
                 kv_type,
                 profile,
+                load,
             ))?;
         }
         Command::Perplexity {
             model,
+            load,
             file,
             ctx_size,
             batch_size,
@@ -944,10 +1012,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 kl_divergence,
                 kl_top_k,
                 kv_type,
+                load,
             ))?;
         }
         Command::Serve {
             model,
+            load,
             host,
             port,
             parallel,
@@ -978,17 +1048,13 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 kv_type: kv_type.into(),
                 allowed_hosts: allow_host,
                 cors_origins: cors_origin,
+                watch_file: (!load.no_mmap).then(|| model.clone()),
                 ..hearth_server::ServeConfig::new(id)
             };
             with_backend!(backend, false, |be| hearth_server::run(
                 cfg,
                 threads,
-                move || {
-                    Model::load(&model, be).map_err(|e| hearth::Error::Load {
-                        path: model.clone(),
-                        source: Box::new(e),
-                    })
-                }
+                move || load_model(&model, be, load)
             )
             .map_err(|e| e.to_string())?);
         }
@@ -1071,6 +1137,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         }
         Command::Logits {
             model,
+            load,
             prompt_file,
             top,
             n_predict,
@@ -1083,11 +1150,13 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 &prompt_file,
                 top,
                 n_predict,
-                &common
+                &common,
+                load
             ))?;
         }
         Command::Tap {
             model,
+            load,
             prompt,
             ops,
             layers,
@@ -1104,11 +1173,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             let out = std::io::BufWriter::new(out);
             let tap = Box::new(hearth::tap::EvalCallbackWriter::new(out, ops, layers));
             with_backend!(common.backend, false, |be| tap_cmd(
-                be, &model, &prompt, tap, &common
+                be, &model, &prompt, tap, &common, load
             ))?;
         }
         Command::Run {
             model,
+            load,
             prompt,
             file,
             n_predict,
@@ -1125,11 +1195,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 (None, None) => return Err("give a prompt with -p TEXT or -f FILE".into()),
             };
             with_backend!(common.backend, false, |be| run_cmd(
-                be, &model, text, n_predict, chat, &sampling, &common
+                be, &model, text, n_predict, chat, &sampling, &common, load
             ))?;
         }
         Command::Chat {
             model,
+            load,
             system,
             n_predict,
             sampling,
@@ -1137,7 +1208,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         } => {
             common.setup()?;
             with_backend!(common.backend, false, |be| chat_cmd(
-                be, &model, system, n_predict, &sampling, &common
+                be, &model, system, n_predict, &sampling, &common, load
             ))?;
         }
     }

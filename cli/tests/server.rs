@@ -685,3 +685,96 @@ fn a_client_that_disconnects_during_prefill_stops_it() {
     );
     assert_eq!(s.metric("hearth_tokens_generated_total"), 0.0);
 }
+
+/// A copy of the test model in a fresh temporary directory, removed on drop.
+struct ModelCopy {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl ModelCopy {
+    fn new(tag: &str) -> Option<ModelCopy> {
+        let model = hearth_tests::model_path()?;
+        let dir = std::env::temp_dir().join(format!("hearth-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model.gguf");
+        std::fs::copy(&model, &path).unwrap();
+        Some(ModelCopy { dir, path })
+    }
+
+    /// What a re-download over the file or `truncate -s 1M` does.
+    fn truncate(&self) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .unwrap();
+        f.set_len(1 << 20).unwrap();
+    }
+}
+
+impl Drop for ModelCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_model_file_truncated_under_the_server_turns_health_503_then_exit_74_not_sigbus() {
+    let Some(copy) = ModelCopy::new("sigbus") else {
+        return;
+    };
+    let mut s = Server::start_with(&copy.path, &["--ctx-size", "128", "--threads", "1"]);
+    let r = s.post("/v1/completions", &completion("The sky is", 4));
+    assert_eq!(r.status, 200, "{}", r.text());
+    copy.truncate();
+
+    let h = s.get("/health");
+    assert_eq!(h.status, 503, "{}", h.text());
+    assert_eq!(h.json()["error"], "model file changed");
+
+    // The next forward pass touches the vanished pages: one clear line and
+    // exit code 74 (EX_IOERR), not death by signal 7 (exit 135).
+    let _ = server_util::request(
+        &s.addr,
+        "POST",
+        "/v1/completions",
+        &[],
+        completion("The sea is", 4).to_string().as_bytes(),
+    );
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(74), "{status:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = s.log_lines().join("\n");
+    assert!(
+        log.contains("changed or was truncated while in use") && log.contains("model.gguf"),
+        "{log}"
+    );
+}
+
+#[test]
+fn no_mmap_keeps_serving_after_the_model_file_is_truncated() {
+    let Some(copy) = ModelCopy::new("no-mmap") else {
+        return;
+    };
+    let s = Server::start_with(
+        &copy.path,
+        &["--no-mmap", "--ctx-size", "128", "--threads", "1"],
+    );
+    let first = s.post("/v1/completions", &completion("The sky is", 4));
+    assert_eq!(first.status, 200, "{}", first.text());
+    copy.truncate();
+    assert_eq!(s.get("/health").status, 200);
+    let again = s.post("/v1/completions", &completion("The sky is", 4));
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(
+        again.json()["choices"][0]["text"],
+        first.json()["choices"][0]["text"]
+    );
+}

@@ -130,6 +130,11 @@ pub(crate) fn ready(s: &Shared) -> Result<&Ready, ApiError> {
 
 async fn health(State(s): St) -> Response {
     match ready(&s) {
+        Ok(r) if r.watch.as_ref().is_some_and(|w| w.changed()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "error": "model file changed"})),
+        )
+            .into_response(),
         Ok(_) => Json(json!({"status": "ok"})).into_response(),
         Err(e) => {
             let status = if s.ready.get().is_some() {
