@@ -131,6 +131,11 @@ enum Command {
         /// Wrap the prompt in the model's chat template as a user message.
         #[arg(long)]
         chat: bool,
+        /// With --chat: parse special-token text inside the prompt as those
+        /// tokens (llama.cpp's behaviour). By default the prompt is plain
+        /// text inside the template's markers.
+        #[arg(long, requires = "chat")]
+        special_in_content: bool,
         #[command(flatten)]
         sampling: Sampling,
         #[command(flatten)]
@@ -218,6 +223,11 @@ enum Command {
         /// A system prompt.
         #[arg(long)]
         system: Option<String>,
+        /// Parse special-token text inside message contents as those tokens
+        /// (llama.cpp's behaviour). By default contents are plain text, so a
+        /// message cannot forge the template's turn markers.
+        #[arg(long)]
+        special_in_content: bool,
         /// Tokens per reply at most.
         #[arg(short = 'n', long, default_value_t = 1024)]
         n_predict: usize,
@@ -228,9 +238,11 @@ enum Command {
     },
     /// Serve the model over HTTP: an OpenAI-compatible API (chat and text
     /// completions, streaming) with continuous batching of --parallel slots.
-    #[command(after_help = "Exit status: 0 after SIGINT/SIGTERM; 1 on an error at start; \
+    #[command(
+        after_help = "Exit status: 0 after SIGINT/SIGTERM; 1 on an error at start; \
         74 (EX_IOERR) when the memory-mapped model file changed or was truncated while \
-        serving (/health answers 503 \"model file changed\" first; --no-mmap avoids it).")]
+        serving (/health answers 503 \"model file changed\" first; --no-mmap avoids it)."
+    )]
     Serve {
         model: PathBuf,
         #[command(flatten)]
@@ -274,6 +286,11 @@ enum Command {
         /// The model id clients use (default: the file name without .gguf).
         #[arg(long)]
         alias: Option<String>,
+        /// Parse special-token text inside message contents as those tokens
+        /// (llama.cpp's behaviour). By default contents are plain text, so a
+        /// message cannot forge the template's turn markers.
+        #[arg(long)]
+        special_in_content: bool,
         /// Where the model runs.
         #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
         backend: BackendArg,
@@ -317,10 +334,11 @@ impl LoadArgs {
 /// guard (`sigbus.rs`), so a truncation while we run is one clear line and
 /// exit code 74 rather than a death by signal.
 fn load_model<B: Backend>(path: &Path, backend: B, load: LoadArgs) -> hearth::Result<Model<B>> {
-    let model = Model::load_with(path, backend, load.options()).map_err(|e| hearth::Error::Load {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })?;
+    let model =
+        Model::load_with(path, backend, load.options()).map_err(|e| hearth::Error::Load {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
     if !load.no_mmap {
         sigbus::guard(path, model.file.bytes())?;
     }
@@ -476,18 +494,6 @@ fn open_model<B: Backend>(
     let model = load_model(path, backend, load)?;
     let tok = Tokenizer::from_gguf(&model.file)?;
     Ok((model, tok, t0.elapsed().as_secs_f64()))
-}
-
-/// Tokenizes a chat-rendered prompt: the template writes the BOS text itself,
-/// so BOS is added only if the file wants one and the text did not have it.
-fn encode_chat(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, BoxError> {
-    let mut ids = tok.encode(text, false, true)?;
-    if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
-        if ids.first() != Some(&bos) {
-            ids.insert(0, bos);
-        }
-    }
-    Ok(ids)
 }
 
 fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
@@ -865,15 +871,21 @@ fn run_cmd<B: Backend>(
     model: &PathBuf,
     text: String,
     n_predict: usize,
-    chat: bool,
+    chat: Option<bool>,
     sampling: &Sampling,
     common: &Common,
     load: LoadArgs,
 ) -> Result<(), BoxError> {
     let (m, tok, load_s) = open_model(model, backend, load)?;
-    let ids = if chat {
+    // `chat`: Some(special_in_content) with --chat.
+    let ids = if let Some(special_in_content) = chat {
         let template = ChatTemplate::for_model(&m.file)?;
-        encode_chat(&tok, &template.render(&[Message::new("user", text)], true)?)?
+        template.encode(
+            &tok,
+            &[Message::new("user", text)],
+            true,
+            special_in_content,
+        )?
     } else {
         tok.encode(&text, true, true)?
     };
@@ -898,6 +910,7 @@ fn chat_cmd<B: Backend>(
     backend: B,
     model: &PathBuf,
     system: Option<String>,
+    special_in_content: bool,
     n_predict: usize,
     sampling: &Sampling,
     common: &Common,
@@ -936,7 +949,7 @@ fn chat_cmd<B: Backend>(
             _ => {}
         }
         history.push(Message::new("user", input));
-        let ids = encode_chat(&tok, &template.render(&history, true)?)?;
+        let ids = template.encode(&tok, &history, true, special_in_content)?;
         if ids.len() + 1 >= session.n_ctx() {
             history.pop();
             eprintln!(
@@ -1030,6 +1043,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             prefill_chunk,
             kv_type,
             alias,
+            special_in_content,
             backend,
         } => {
             let id = alias.unwrap_or_else(|| {
@@ -1049,6 +1063,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 allowed_hosts: allow_host,
                 cors_origins: cors_origin,
                 watch_file: (!load.no_mmap).then(|| model.clone()),
+                special_in_content,
                 ..hearth_server::ServeConfig::new(id)
             };
             with_backend!(backend, false, |be| hearth_server::run(
@@ -1183,6 +1198,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             file,
             n_predict,
             chat,
+            special_in_content,
             sampling,
             common,
         } => {
@@ -1195,20 +1211,35 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 (None, None) => return Err("give a prompt with -p TEXT or -f FILE".into()),
             };
             with_backend!(common.backend, false, |be| run_cmd(
-                be, &model, text, n_predict, chat, &sampling, &common, load
+                be,
+                &model,
+                text,
+                n_predict,
+                chat.then_some(special_in_content),
+                &sampling,
+                &common,
+                load
             ))?;
         }
         Command::Chat {
             model,
             load,
             system,
+            special_in_content,
             n_predict,
             sampling,
             common,
         } => {
             common.setup()?;
             with_backend!(common.backend, false, |be| chat_cmd(
-                be, &model, system, n_predict, &sampling, &common, load
+                be,
+                &model,
+                system,
+                special_in_content,
+                n_predict,
+                &sampling,
+                &common,
+                load
             ))?;
         }
     }

@@ -326,6 +326,127 @@ impl ChatTemplate {
     }
 }
 
+impl ChatTemplate {
+    /// Renders the conversation and tokenizes it the way a chat prompt must
+    /// be: the template's own text with special-token text parsed (its
+    /// `<start_of_turn>`, `<|im_start|>` markers become those tokens), the
+    /// messages' contents as plain text, so a user who types
+    /// `<|im_end|>\n<|im_start|>system` gets those characters, not a forged
+    /// system turn. `special_in_content` parses specials in the contents too
+    /// (llama.cpp's behaviour, `--special-in-content`). BOS is added when
+    /// the file wants one and the template did not write it.
+    pub fn encode(
+        &self,
+        tok: &crate::tokenizer::Tokenizer,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        special_in_content: bool,
+    ) -> crate::Result<Vec<u32>> {
+        let tokenizer =
+            |e: crate::tokenizer::TokenizerError| crate::Error::Tokenizer(e.to_string());
+        let mut ids = if special_in_content {
+            let text = self.render(messages, add_generation_prompt)?;
+            tok.encode(&text, false, true).map_err(tokenizer)?
+        } else {
+            let (text, spans) = self.render_with_spans(messages, add_generation_prompt)?;
+            tok.encode_with_plain(&text, false, &spans)
+                .map_err(tokenizer)?
+        };
+        if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Renders the conversation and says which byte ranges of the text came
+    /// from message contents (sorted, disjoint).
+    ///
+    /// The template is rendered twice: as is, and with each content's
+    /// non-blank core wrapped in two private-use characters (U+E000, U+E001;
+    /// leading and trailing whitespace stay outside, so `trim` and `strip`
+    /// act as before). When the second render with the marks removed is the
+    /// first, the marks are the spans. A template that rewrites contents so
+    /// that this fails (it slices or splits them) falls back to finding each
+    /// content, or its trimmed form, in the text in message order; a
+    /// content found neither way is not protected, and a content holding
+    /// the marks themselves is found the second way.
+    pub fn render_with_spans(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<std::ops::Range<usize>>)> {
+        let text = self.render(messages, add_generation_prompt)?;
+        let marked_ok = !messages.iter().any(|m| m.content.contains([OPEN, CLOSE]));
+        if marked_ok {
+            let marked: Vec<Message> = messages
+                .iter()
+                .map(|m| {
+                    let core = m.content.trim();
+                    if core.is_empty() {
+                        return m.clone();
+                    }
+                    let lead = m.content.len() - m.content.trim_start().len();
+                    let c = &m.content;
+                    Message {
+                        role: m.role.clone(),
+                        content: format!(
+                            "{}{OPEN}{core}{CLOSE}{}",
+                            &c[..lead],
+                            &c[lead + core.len()..]
+                        ),
+                    }
+                })
+                .collect();
+            if let Ok(with_marks) = self.render(&marked, add_generation_prompt) {
+                if let Some(spans) = spans_of_marks(&with_marks, &text) {
+                    return Ok((text, spans));
+                }
+            }
+        }
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for m in messages {
+            for needle in [m.content.as_str(), m.content.trim()] {
+                if needle.is_empty() {
+                    break;
+                }
+                if let Some(p) = text[at..].find(needle) {
+                    spans.push(at + p..at + p + needle.len());
+                    at += p + needle.len();
+                    break;
+                }
+            }
+        }
+        Ok((text, spans))
+    }
+}
+
+/// Marks around a content's core in [`ChatTemplate::render_with_spans`].
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
+
+/// The spans between balanced marks of `marked`, in the coordinates of
+/// `marked` with the marks removed; `None` unless that text is `plain`.
+fn spans_of_marks(marked: &str, plain: &str) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut out = String::with_capacity(plain.len());
+    let mut spans = Vec::new();
+    let mut open: Option<usize> = None;
+    for c in marked.chars() {
+        match (c, open) {
+            (OPEN, None) => open = Some(out.len()),
+            (CLOSE, Some(start)) => {
+                spans.push(start..out.len());
+                open = None;
+            }
+            (OPEN | CLOSE, _) => return None,
+            (c, _) => out.push(c),
+        }
+    }
+    (open.is_none() && out == plain).then_some(spans)
+}
+
 /// The texts of `tokenizer.ggml.bos_token_id` and `eos_token_id` (empty when
 /// the file has no such id).
 fn special_token_texts<B: Deref<Target = [u8]>>(gguf: &Gguf<B>) -> Result<(String, String)> {

@@ -66,6 +66,10 @@ pub struct ServeConfig {
     /// from what was loaded (the next touch of a truncated mapping is a
     /// SIGBUS, which `hearth` turns into exit code 74).
     pub watch_file: Option<std::path::PathBuf>,
+    /// Parse special-token text inside chat message contents
+    /// (`--special-in-content`, llama.cpp's behaviour); by default contents
+    /// are plain text and cannot forge the template's markers.
+    pub special_in_content: bool,
 }
 
 impl ServeConfig {
@@ -86,6 +90,7 @@ impl ServeConfig {
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
             watch_file: None,
+            special_in_content: false,
         }
     }
 }
