@@ -486,7 +486,7 @@ impl Common {
 }
 
 fn open_model<B: Backend>(
-    path: &PathBuf,
+    path: &Path,
     backend: B,
     load: LoadArgs,
 ) -> Result<(Model<B>, Tokenizer, f64), BoxError> {
@@ -585,7 +585,7 @@ fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, BoxError> {
 #[allow(clippy::too_many_arguments)]
 fn bench<B: Backend + 'static>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     n_prompt: usize,
     n_gen: usize,
     repetitions: usize,
@@ -677,7 +677,7 @@ fn bench<B: Backend + 'static>(
 #[allow(clippy::too_many_arguments)]
 fn perplexity<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     file: Option<PathBuf>,
     n_ctx: usize,
     n_batch: usize,
@@ -819,7 +819,7 @@ fn perplexity<B: Backend>(
 
 fn logits_cmd<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     prompt_file: &PathBuf,
     top: usize,
     n_predict: usize,
@@ -842,7 +842,7 @@ fn logits_cmd<B: Backend>(
 
 fn tap_cmd<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     prompt: &str,
     tap: Box<dyn hearth::tap::Tap + Send>,
     common: &Common,
@@ -868,7 +868,7 @@ fn tap_cmd<B: Backend>(
 #[allow(clippy::too_many_arguments)]
 fn run_cmd<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     text: String,
     n_predict: usize,
     chat: Option<bool>,
@@ -906,9 +906,10 @@ fn run_cmd<B: Backend>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn chat_cmd<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     system: Option<String>,
     special_in_content: bool,
     n_predict: usize,

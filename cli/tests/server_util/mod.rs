@@ -31,7 +31,7 @@ impl Server {
     pub fn start_with(model: &std::path::Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
             .arg("serve")
-            .arg(&model)
+            .arg(model)
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
             .stdout(Stdio::null())
