@@ -64,6 +64,15 @@ pub enum ChatError {
     OutputTooLarge { limit: usize },
     #[error("rendering the chat template: {0}")]
     Render(String),
+    /// The template rewrote message `message`'s content so that it cannot be
+    /// told apart from the template's own text, and the content holds
+    /// special-token text: tokenized, it could forge the template's
+    /// markers, so it is refused (`--special-in-content` allows it).
+    #[error(
+        "message {message} holds special-token text and the chat template rewrites its \
+         content, so it cannot be kept as plain text; refused (--special-in-content allows it)"
+    )]
+    UntrackedContent { message: usize },
 }
 
 pub type Result<T, E = ChatError> = std::result::Result<T, E>;
@@ -348,7 +357,18 @@ impl ChatTemplate {
             let text = self.render(messages, add_generation_prompt)?;
             tok.encode(&text, false, true).map_err(tokenizer)?
         } else {
-            let (text, spans) = self.render_with_spans(messages, add_generation_prompt)?;
+            let (text, spans, lost) = self.spans(messages, add_generation_prompt)?;
+            // A content the template rewrote past finding cannot be kept
+            // plain; if it holds special-token text, refuse rather than let
+            // it become markers.
+            for i in lost {
+                let c = &messages[i].content;
+                if tok.encode(c, false, true).map_err(tokenizer)?
+                    != tok.encode(c, false, false).map_err(tokenizer)?
+                {
+                    return Err(ChatError::UntrackedContent { message: i }.into());
+                }
+            }
             tok.encode_with_plain(&text, false, &spans)
                 .map_err(tokenizer)?
         };
@@ -370,13 +390,25 @@ impl ChatTemplate {
     /// first, the marks are the spans. A template that rewrites contents so
     /// that this fails (it slices or splits them) falls back to finding each
     /// content, or its trimmed form, in the text in message order; a
-    /// content found neither way is not protected, and a content holding
+    /// content found neither way has no span ([`encode`](Self::encode) then
+    /// refuses it if it holds special-token text), and a content holding
     /// the marks themselves is found the second way.
     pub fn render_with_spans(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<(String, Vec<std::ops::Range<usize>>)> {
+        let (text, spans, _) = self.spans(messages, add_generation_prompt)?;
+        Ok((text, spans))
+    }
+
+    /// [`render_with_spans`](Self::render_with_spans), and the indices of
+    /// the messages whose content could not be found in the text.
+    fn spans(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<std::ops::Range<usize>>, Vec<usize>)> {
         let text = self.render(messages, add_generation_prompt)?;
         let marked_ok = !messages.iter().any(|m| m.content.contains([OPEN, CLOSE]));
         if marked_ok {
@@ -401,25 +433,30 @@ impl ChatTemplate {
                 .collect();
             if let Ok(with_marks) = self.render(&marked, add_generation_prompt) {
                 if let Some(spans) = spans_of_marks(&with_marks, &text) {
-                    return Ok((text, spans));
+                    // Every content the text holds is inside marks.
+                    return Ok((text, spans, Vec::new()));
                 }
             }
         }
         let mut spans = Vec::new();
+        let mut lost = Vec::new();
         let mut at = 0;
-        for m in messages {
-            for needle in [m.content.as_str(), m.content.trim()] {
-                if needle.is_empty() {
-                    break;
+        for (i, m) in messages.iter().enumerate() {
+            if m.content.trim().is_empty() {
+                continue;
+            }
+            let found = [m.content.as_str(), m.content.trim()]
+                .into_iter()
+                .find_map(|needle| text[at..].find(needle).map(|p| (at + p, needle.len())));
+            match found {
+                Some((p, n)) => {
+                    spans.push(p..p + n);
+                    at = p + n;
                 }
-                if let Some(p) = text[at..].find(needle) {
-                    spans.push(at + p..at + p + needle.len());
-                    at += p + needle.len();
-                    break;
-                }
+                None => lost.push(i),
             }
         }
-        Ok((text, spans))
+        Ok((text, spans, lost))
     }
 }
 
