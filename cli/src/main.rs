@@ -2,6 +2,7 @@
 
 mod bench;
 mod info;
+mod sigbus;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use hearth::backend::{Backend, KvType};
 use hearth::batch::{Batch, Logits};
 use hearth::chat::{ChatTemplate, Message};
 use hearth::generate::Generator;
-use hearth::model::{Model, Workspace};
+use hearth::model::{Model, OpenOptions, Workspace};
 use hearth::sampler::{SamplerConfig, StopReason};
 use hearth::session::Session;
 use hearth::tokenizer::Tokenizer;
@@ -79,6 +80,8 @@ enum Command {
     Logits {
         /// The GGUF model file.
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// One prompt per line, with JSON string escapes (`\n`, `\"`, `\uXXXX`, ...).
         #[arg(long)]
         prompt_file: PathBuf,
@@ -97,6 +100,8 @@ enum Command {
     Tap {
         /// The GGUF model file.
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The prompt, tokenized as llama-eval-callback does (BOS if the file
         /// asks for it, special-token text parsed); evaluated in one batch,
         /// logits for its last token.
@@ -119,6 +124,8 @@ enum Command {
     Run {
         /// The GGUF model file.
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The prompt.
         #[arg(short = 'p', long, conflicts_with = "file")]
         prompt: Option<String>,
@@ -131,6 +138,11 @@ enum Command {
         /// Wrap the prompt in the model's chat template as a user message.
         #[arg(long)]
         chat: bool,
+        /// With --chat: parse special-token text inside the prompt as those
+        /// tokens (llama.cpp's behaviour). By default the prompt is plain
+        /// text inside the template's markers.
+        #[arg(long, requires = "chat")]
+        special_in_content: bool,
         #[command(flatten)]
         sampling: Sampling,
         #[command(flatten)]
@@ -141,6 +153,8 @@ enum Command {
     Bench {
         /// The GGUF model file.
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Prompt tokens (test ppN); 0 skips the test.
         #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
         n_prompt: usize,
@@ -176,6 +190,8 @@ enum Command {
     Perplexity {
         /// The GGUF model file.
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The text (optional with --kl-divergence: the base file holds the tokens).
         #[arg(short = 'f', long)]
         file: Option<PathBuf>,
@@ -212,9 +228,16 @@ enum Command {
     Chat {
         /// The GGUF model file.
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// A system prompt.
         #[arg(long)]
         system: Option<String>,
+        /// Parse special-token text inside message contents as those tokens
+        /// (llama.cpp's behaviour). By default contents are plain text, so a
+        /// message cannot forge the template's turn markers.
+        #[arg(long)]
+        special_in_content: bool,
         /// Tokens per reply at most.
         #[arg(short = 'n', long, default_value_t = 1024)]
         n_predict: usize,
@@ -225,9 +248,16 @@ enum Command {
     },
     /// Serve the model over HTTP: an OpenAI-compatible API (chat and text
     /// completions, streaming) with continuous batching of --parallel slots.
+    #[command(
+        after_help = "Exit status: 0 after SIGINT/SIGTERM; 1 on an error at start; \
+        74 (EX_IOERR) when the memory-mapped model file changed or was truncated while \
+        serving (/health answers 503 \"model file changed\" first; --no-mmap avoids it)."
+    )]
     Serve {
         /// The GGUF model file.
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// The address to listen on (a non-loopback one exposes the API to
         /// the network: set --api-key).
         #[arg(long, default_value = "127.0.0.1")]
@@ -269,6 +299,11 @@ enum Command {
         /// The model id clients use (default: the file name without .gguf).
         #[arg(long)]
         alias: Option<String>,
+        /// Parse special-token text inside message contents as those tokens
+        /// (llama.cpp's behaviour). By default contents are plain text, so a
+        /// message cannot forge the template's turn markers.
+        #[arg(long)]
+        special_in_content: bool,
         /// Where the model runs.
         #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
         backend: BackendArg,
@@ -280,6 +315,47 @@ enum BenchFormat {
     Md,
     Json,
     Csv,
+}
+
+/// How the model file is held, for every command that loads one.
+#[derive(Args, Clone, Copy)]
+struct LoadArgs {
+    /// Read the whole model into memory instead of mapping it: slower to
+    /// start and never shared with other processes, but a later change to
+    /// the file (a re-download over it, a truncation) cannot reach the
+    /// running process. With the default mapping such a change makes
+    /// hearth print "model file ... changed or was truncated while in use"
+    /// and exit with code 74.
+    #[arg(long)]
+    no_mmap: bool,
+    /// Lock the model's memory in RAM (mlock) so it is never paged out;
+    /// fails if `ulimit -l` is smaller than the file.
+    #[arg(long)]
+    mlock: bool,
+}
+
+impl LoadArgs {
+    fn options(&self) -> OpenOptions {
+        OpenOptions {
+            mmap: !self.no_mmap,
+            mlock: self.mlock,
+        }
+    }
+}
+
+/// Loads the model at `path` as `load` says; a mapped file gets the SIGBUS
+/// guard (`sigbus.rs`), so a truncation while we run is one clear line and
+/// exit code 74 rather than a death by signal.
+fn load_model<B: Backend>(path: &Path, backend: B, load: LoadArgs) -> hearth::Result<Model<B>> {
+    let model =
+        Model::load_with(path, backend, load.options()).map_err(|e| hearth::Error::Load {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+    if !load.no_mmap {
+        sigbus::guard(path, model.file.bytes())?;
+    }
+    Ok(model)
 }
 
 #[derive(Args)]
@@ -461,25 +537,14 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn open_model<B: Backend>(
-    path: &PathBuf,
+    path: &Path,
     backend: B,
+    load: LoadArgs,
 ) -> Result<(Model<B>, Tokenizer, f64), BoxError> {
     let t0 = Instant::now();
-    let model = Model::load(path, backend).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = load_model(path, backend, load)?;
     let tok = Tokenizer::from_gguf(&model.file)?;
     Ok((model, tok, t0.elapsed().as_secs_f64()))
-}
-
-/// Tokenizes a chat-rendered prompt: the template writes the BOS text itself,
-/// so BOS is added only if the file wants one and the text did not have it.
-fn encode_chat(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, BoxError> {
-    let mut ids = tok.encode(text, false, true)?;
-    if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
-        if ids.first() != Some(&bos) {
-            ids.insert(0, bos);
-        }
-    }
-    Ok(ids)
 }
 
 fn progress_bar(total: usize) -> Option<indicatif::ProgressBar> {
@@ -571,7 +636,7 @@ fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, BoxError> {
 #[allow(clippy::too_many_arguments)]
 fn bench<B: Backend + 'static>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     n_prompt: usize,
     n_gen: usize,
     repetitions: usize,
@@ -580,6 +645,7 @@ fn bench<B: Backend + 'static>(
     membw: bool,
     kv_type: KvArg,
     profile: bool,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
     use crate::bench::{self, BenchConfig, Report, WeightStats};
     let gpu = (&backend as &dyn std::any::Any).downcast_ref::<Wgpu>();
@@ -594,7 +660,7 @@ fn bench<B: Backend + 'static>(
         });
     }
     let pool = thread_pool(threads)?;
-    let m = Model::load(model, backend).map_err(|e| format!("{}: {e}", model.display()))?;
+    let m = load_model(model, backend, load)?;
     let cfg = BenchConfig {
         n_prompt,
         n_gen,
@@ -662,7 +728,7 @@ fn bench<B: Backend + 'static>(
 #[allow(clippy::too_many_arguments)]
 fn perplexity<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     file: Option<PathBuf>,
     n_ctx: usize,
     n_batch: usize,
@@ -672,10 +738,11 @@ fn perplexity<B: Backend>(
     kl_compare: bool,
     kl_top_k: usize,
     kv_type: KvArg,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
     use hearth::perplexity::{self as ppl, KlMode, KlReader, KlWriter, PerplexityConfig};
     let pool = thread_pool(threads)?;
-    let (m, tok, _) = open_model(model, backend)?;
+    let (m, tok, _) = open_model(model, backend, load)?;
     let bos = tok.bos().filter(|_| tok.add_bos());
     let mut reader = match (&kl_base, kl_compare) {
         (Some(path), true) => {
@@ -801,13 +868,14 @@ fn perplexity<B: Backend>(
 
 fn logits_cmd<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     prompt_file: &Path,
     top: usize,
     n_predict: usize,
     common: &Common,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
-    let (m, tok, _) = open_model(model, backend)?;
+    let (m, tok, _) = open_model(model, backend, load)?;
     let text = read_text(prompt_file)?;
     let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
         .with_batch_size(common.batch_size, common.kv_type())?;
@@ -822,12 +890,13 @@ fn logits_cmd<B: Backend>(
 
 fn tap_cmd<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     prompt: &str,
     tap: Box<dyn hearth::tap::Tap + Send>,
     common: &Common,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
-    let (m, tok, _) = open_model(model, backend)?;
+    let (m, tok, _) = open_model(model, backend, load)?;
     let ids = tok.encode(prompt, true, true)?;
     eprintln!("{} tokens: {ids:?}", ids.len());
     let mut cache = m.new_cache_with_batch(
@@ -847,17 +916,24 @@ fn tap_cmd<B: Backend>(
 #[allow(clippy::too_many_arguments)]
 fn run_cmd<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     text: String,
     n_predict: usize,
-    chat: bool,
+    chat: Option<bool>,
     sampling: &Sampling,
     common: &Common,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
-    let (m, tok, load_s) = open_model(model, backend)?;
-    let ids = if chat {
+    let (m, tok, load_s) = open_model(model, backend, load)?;
+    // `chat`: Some(special_in_content) with --chat.
+    let ids = if let Some(special_in_content) = chat {
         let template = ChatTemplate::for_model(&m.file)?;
-        encode_chat(&tok, &template.render(&[Message::new("user", text)], true)?)?
+        template.encode(
+            &tok,
+            &[Message::new("user", text)],
+            true,
+            special_in_content,
+        )?
     } else {
         tok.encode(&text, true, true)?
     };
@@ -878,15 +954,18 @@ fn run_cmd<B: Backend>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn chat_cmd<B: Backend>(
     backend: B,
-    model: &PathBuf,
+    model: &Path,
     system: Option<String>,
+    special_in_content: bool,
     n_predict: usize,
     sampling: &Sampling,
     common: &Common,
+    load: LoadArgs,
 ) -> Result<(), BoxError> {
-    let (m, tok, _) = open_model(model, backend)?;
+    let (m, tok, _) = open_model(model, backend, load)?;
     let template = ChatTemplate::for_model(&m.file)?;
     let mut session = Session::new(&m, common.n_ctx(&m), common.kv_type())?
         .with_batch_size(common.batch_size, common.kv_type())?;
@@ -919,7 +998,7 @@ fn chat_cmd<B: Backend>(
             _ => {}
         }
         history.push(Message::new("user", input));
-        let ids = encode_chat(&tok, &template.render(&history, true)?)?;
+        let ids = template.encode(&tok, &history, true, special_in_content)?;
         if ids.len() + 1 >= session.n_ctx() {
             history.pop();
             eprintln!(
@@ -944,6 +1023,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
         Command::Bench {
             model,
+            load,
             n_prompt,
             n_gen,
             repetitions,
@@ -965,10 +1045,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 membw,
                 kv_type,
                 profile,
+                load,
             ))?;
         }
         Command::Perplexity {
             model,
+            load,
             file,
             ctx_size,
             batch_size,
@@ -992,10 +1074,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 kl_divergence,
                 kl_top_k,
                 kv_type,
+                load,
             ))?;
         }
         Command::Serve {
             model,
+            load,
             host,
             port,
             parallel,
@@ -1008,6 +1092,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             prefill_chunk,
             kv_type,
             alias,
+            special_in_content,
             backend,
         } => {
             let id = alias.unwrap_or_else(|| {
@@ -1027,17 +1112,14 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 allowed_hosts: allow_host,
                 cors_origins: cors_origin,
                 model_path: Some(model.clone()),
+                watch_file: (!load.no_mmap).then(|| model.clone()),
+                special_in_content,
                 ..hearth_server::ServeConfig::new(id)
             };
             with_backend!(backend, false, |be| hearth_server::run(
                 cfg,
                 threads,
-                move || {
-                    Model::load(&model, be).map_err(|e| hearth::Error::Load {
-                        path: model.clone(),
-                        source: Box::new(e),
-                    })
-                }
+                move || load_model(&model, be, load)
             )
             .map_err(|e| e.to_string())?);
         }
@@ -1122,6 +1204,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         }
         Command::Logits {
             model,
+            load,
             prompt_file,
             top,
             n_predict,
@@ -1134,11 +1217,13 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 &prompt_file,
                 top,
                 n_predict,
-                &common
+                &common,
+                load
             ))?;
         }
         Command::Tap {
             model,
+            load,
             prompt,
             ops,
             layers,
@@ -1155,15 +1240,17 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             let out = std::io::BufWriter::new(out);
             let tap = Box::new(hearth::tap::EvalCallbackWriter::new(out, ops, layers));
             with_backend!(common.backend, false, |be| tap_cmd(
-                be, &model, &prompt, tap, &common
+                be, &model, &prompt, tap, &common, load
             ))?;
         }
         Command::Run {
             model,
+            load,
             prompt,
             file,
             n_predict,
             chat,
+            special_in_content,
             sampling,
             common,
         } => {
@@ -1177,19 +1264,35 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 return Err("the prompt is empty".into());
             }
             with_backend!(common.backend, false, |be| run_cmd(
-                be, &model, text, n_predict, chat, &sampling, &common
+                be,
+                &model,
+                text,
+                n_predict,
+                chat.then_some(special_in_content),
+                &sampling,
+                &common,
+                load
             ))?;
         }
         Command::Chat {
             model,
+            load,
             system,
+            special_in_content,
             n_predict,
             sampling,
             common,
         } => {
             common.setup()?;
             with_backend!(common.backend, false, |be| chat_cmd(
-                be, &model, system, n_predict, &sampling, &common
+                be,
+                &model,
+                system,
+                special_in_content,
+                n_predict,
+                &sampling,
+                &common,
+                load
             ))?;
         }
     }

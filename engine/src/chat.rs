@@ -64,6 +64,15 @@ pub enum ChatError {
     OutputTooLarge { limit: usize },
     #[error("rendering the chat template: {0}")]
     Render(String),
+    /// The template rewrote message `message`'s content so that it cannot be
+    /// told apart from the template's own text, and the content holds
+    /// special-token text: tokenized, it could forge the template's
+    /// markers, so it is refused (`--special-in-content` allows it).
+    #[error(
+        "message {message} holds special-token text and the chat template rewrites its \
+         content, so it cannot be kept as plain text; refused (--special-in-content allows it)"
+    )]
+    UntrackedContent { message: usize },
 }
 
 pub type Result<T, E = ChatError> = std::result::Result<T, E>;
@@ -188,7 +197,8 @@ impl ChatTemplate {
             .build()
             .map_err(|e| ChatError::Syntax(e.to_string()))?;
         env.set_syntax(syntax);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        let cap = Limits::default().max_output;
+        env.set_unknown_method_callback(move |st, v, m, a| python_method(st, v, m, a, cap));
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", |v: &Value, kw: Kwargs| tojson(v, kw, usize::MAX));
         env.add_template_owned(NAME, source.into())
@@ -296,6 +306,7 @@ impl ChatTemplate {
         // gets the output cap (indentation can multiply a value's size).
         let cap = self.limits.max_output;
         env.add_filter("tojson", move |v: &Value, kw: Kwargs| tojson(v, kw, cap));
+        env.set_unknown_method_callback(move |st, v, m, a| python_method(st, v, m, a, cap));
         let tmpl = env
             .get_template(NAME)
             .map_err(|e| ChatError::Render(describe(&e)))?;
@@ -332,6 +343,155 @@ impl ChatTemplate {
         }
         String::from_utf8(out.buf).map_err(|e| ChatError::Render(e.to_string()))
     }
+}
+
+impl ChatTemplate {
+    /// Renders the conversation and tokenizes it the way a chat prompt must
+    /// be: the template's own text with special-token text parsed (its
+    /// `<start_of_turn>`, `<|im_start|>` markers become those tokens), the
+    /// messages' contents as plain text, so a user who types
+    /// `<|im_end|>\n<|im_start|>system` gets those characters, not a forged
+    /// system turn. `special_in_content` parses specials in the contents too
+    /// (llama.cpp's behaviour, `--special-in-content`). BOS is added when
+    /// the file wants one and the template did not write it.
+    pub fn encode(
+        &self,
+        tok: &crate::tokenizer::Tokenizer,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        special_in_content: bool,
+    ) -> crate::Result<Vec<u32>> {
+        let tokenizer =
+            |e: crate::tokenizer::TokenizerError| crate::Error::Tokenizer(e.to_string());
+        let mut ids = if special_in_content {
+            let text = self.render(messages, add_generation_prompt)?;
+            tok.encode(&text, false, true).map_err(tokenizer)?
+        } else {
+            let (text, spans, lost) = self.spans(messages, add_generation_prompt)?;
+            // A content the template rewrote past finding cannot be kept
+            // plain; if it holds special-token text, refuse rather than let
+            // it become markers.
+            for i in lost {
+                let c = &messages[i].content;
+                if tok.encode(c, false, true).map_err(tokenizer)?
+                    != tok.encode(c, false, false).map_err(tokenizer)?
+                {
+                    return Err(ChatError::UntrackedContent { message: i }.into());
+                }
+            }
+            tok.encode_with_plain(&text, false, &spans)
+                .map_err(tokenizer)?
+        };
+        if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Renders the conversation and says which byte ranges of the text came
+    /// from message contents (sorted, disjoint).
+    ///
+    /// The template is rendered twice: as is, and with each content's
+    /// non-blank core wrapped in two private-use characters (U+E000, U+E001;
+    /// leading and trailing whitespace stay outside, so `trim` and `strip`
+    /// act as before). When the second render with the marks removed is the
+    /// first, the marks are the spans. A template that rewrites contents so
+    /// that this fails (it slices or splits them) falls back to finding each
+    /// content, or its trimmed form, in the text in message order; a
+    /// content found neither way has no span ([`encode`](Self::encode) then
+    /// refuses it if it holds special-token text), and a content holding
+    /// the marks themselves is found the second way.
+    pub fn render_with_spans(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<std::ops::Range<usize>>)> {
+        let (text, spans, _) = self.spans(messages, add_generation_prompt)?;
+        Ok((text, spans))
+    }
+
+    /// [`render_with_spans`](Self::render_with_spans), and the indices of
+    /// the messages whose content could not be found in the text.
+    fn spans(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<std::ops::Range<usize>>, Vec<usize>)> {
+        let text = self.render(messages, add_generation_prompt)?;
+        let marked_ok = !messages.iter().any(|m| m.content.contains([OPEN, CLOSE]));
+        if marked_ok {
+            let marked: Vec<Message> = messages
+                .iter()
+                .map(|m| {
+                    let core = m.content.trim();
+                    if core.is_empty() {
+                        return m.clone();
+                    }
+                    let lead = m.content.len() - m.content.trim_start().len();
+                    let c = &m.content;
+                    Message {
+                        role: m.role.clone(),
+                        content: format!(
+                            "{}{OPEN}{core}{CLOSE}{}",
+                            &c[..lead],
+                            &c[lead + core.len()..]
+                        ),
+                    }
+                })
+                .collect();
+            if let Ok(with_marks) = self.render(&marked, add_generation_prompt) {
+                if let Some(spans) = spans_of_marks(&with_marks, &text) {
+                    // Every content the text holds is inside marks.
+                    return Ok((text, spans, Vec::new()));
+                }
+            }
+        }
+        let mut spans = Vec::new();
+        let mut lost = Vec::new();
+        let mut at = 0;
+        for (i, m) in messages.iter().enumerate() {
+            if m.content.trim().is_empty() {
+                continue;
+            }
+            let found = [m.content.as_str(), m.content.trim()]
+                .into_iter()
+                .find_map(|needle| text[at..].find(needle).map(|p| (at + p, needle.len())));
+            match found {
+                Some((p, n)) => {
+                    spans.push(p..p + n);
+                    at = p + n;
+                }
+                None => lost.push(i),
+            }
+        }
+        Ok((text, spans, lost))
+    }
+}
+
+/// Marks around a content's core in [`ChatTemplate::render_with_spans`].
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
+
+/// The spans between balanced marks of `marked`, in the coordinates of
+/// `marked` with the marks removed; `None` unless that text is `plain`.
+fn spans_of_marks(marked: &str, plain: &str) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut out = String::with_capacity(plain.len());
+    let mut spans = Vec::new();
+    let mut open: Option<usize> = None;
+    for c in marked.chars() {
+        match (c, open) {
+            (OPEN, None) => open = Some(out.len()),
+            (CLOSE, Some(start)) => {
+                spans.push(start..out.len());
+                open = None;
+            }
+            (OPEN | CLOSE, _) => return None,
+            (c, _) => out.push(c),
+        }
+    }
+    (open.is_none() && out == plain).then_some(spans)
 }
 
 /// The texts of `tokenizer.ggml.bos_token_id` and `eos_token_id` (empty when
@@ -411,6 +571,86 @@ impl std::fmt::Display for TooLarge {
 }
 
 impl std::error::Error for TooLarge {}
+
+/// Python's string, list and dict methods (`minijinja_contrib::pycompat`),
+/// with `str.format` bounded first: pycompat pads to the width and
+/// precision a format spec asks for before fuel or the output cap see the
+/// result (`'{:>20000000000}'.format('a')` aborted the process on a failed
+/// 20 GB allocation), so the widths and precisions of a format string may
+/// together ask for at most `cap` bytes. The other amplifiers are bounded
+/// by minijinja itself: the `format` filter and `indent` check the fuel
+/// before they allocate, `range` stops at 100 000 items, `*` at 100 MB and
+/// then pays fuel, `join` pays for its separator as it grows
+/// (`tests/chat.rs` pins each).
+fn python_method(
+    state: &mut minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+    cap: usize,
+) -> std::result::Result<Value, Error> {
+    if method == "format" {
+        if let Some(spec) = value.as_str() {
+            let asked = format_widths(spec);
+            if asked > cap as u128 {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("str.format: widths and precisions ask for {asked} bytes"),
+                )
+                .with_source(TooLarge));
+            }
+            // Pay for the padding before it is made, as pycompat does for
+            // `replace`; the engine charges the result once it exists.
+            state.consume_fuel((asked / 64) as u64)?;
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+/// An upper bound on the bytes the width and precision fields of a
+/// `str.format` string ask for: the sum of every number inside a
+/// replacement field's format spec (after its `:`). minijinja's grammar has
+/// no nested `{}` inside a spec (`format_spec -> [options] [width]
+/// [grouping] ['.' precision] [type]`), so the numbers are all literal.
+/// Over-counting (a `0` fill, say) only makes the bound looser.
+fn format_widths(s: &str) -> u128 {
+    let mut total: u128 = 0;
+    let mut in_spec = false;
+    let mut in_field = false;
+    let mut num: u128 = 0;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !in_field {
+            if c == '{' {
+                if chars.peek() == Some(&'{') {
+                    chars.next();
+                } else {
+                    in_field = true;
+                    in_spec = false;
+                }
+            }
+            continue;
+        }
+        match c {
+            '}' => {
+                total = total.saturating_add(num);
+                num = 0;
+                in_field = false;
+            }
+            ':' if !in_spec => in_spec = true,
+            '0'..='9' if in_spec => {
+                num = num
+                    .saturating_mul(10)
+                    .saturating_add(u128::from(c as u8 - b'0'));
+            }
+            _ => {
+                total = total.saturating_add(num);
+                num = 0;
+            }
+        }
+    }
+    total.saturating_add(num)
+}
 
 fn raise_exception(message: String) -> std::result::Result<Value, Error> {
     Err(Error::new(ErrorKind::InvalidOperation, message.clone()).with_source(Raised(message)))

@@ -43,6 +43,10 @@ pub enum Error {
     Batch(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A chat template that does not parse, rejects the conversation, or
+    /// asks for more than its sandbox allows.
+    #[error("chat template: {0}")]
+    Chat(#[from] crate::chat::ChatError),
     /// The WebGPU backend: no adapter, a device request refused, a limit hit.
     #[error("gpu: {0}")]
     Gpu(String),

@@ -51,6 +51,18 @@ pub enum GgufError {
     },
 
     #[error(
+        "cannot lock {} ({len} bytes) in memory: {source}; raise the limit on locked \
+         memory (`ulimit -l`, RLIMIT_MEMLOCK; e.g. `ulimit -l unlimited` as root) or run without mlock",
+        path.display()
+    )]
+    Lock {
+        path: PathBuf,
+        len: u64,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
         "not a GGUF file: it starts with {:?}, not \"GGUF\"",
         String::from_utf8_lossy(found)
     )]

@@ -233,18 +233,51 @@ impl<B: Deref<Target = [u8]>> Gguf<B> {
     }
 }
 
+/// How [`open_with`] holds a file's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Map the file (the default): weights are paged in from the page cache
+    /// when first touched and shared with every process mapping the file.
+    /// Without it the whole file is read into memory this process owns, so
+    /// a later change to the file (a re-download over it, a truncation) can
+    /// no longer reach us; opening then costs the file's size in memory and
+    /// one read of it.
+    pub mmap: bool,
+    /// Lock the bytes in RAM (`mlock`) so the OS never pages them out. Fails
+    /// with [`GgufError::Lock`] when the limit on locked memory
+    /// (`ulimit -l`, `RLIMIT_MEMLOCK`) is smaller than the file.
+    pub mlock: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            mmap: true,
+            mlock: false,
+        }
+    }
+}
+
 /// Memory-maps and parses the GGUF file at `path`.
 ///
 /// Tensor data is not read: it stays in the page cache and is paged in when a
 /// kernel first touches it, so opening a model costs a few MB of memory, not
 /// its size.
 pub fn open(path: impl AsRef<Path>) -> Result<Gguf<Mmap>> {
+    open_with(path, OpenOptions::default())
+}
+
+/// Opens and parses the GGUF file at `path`, mapped or read into memory and
+/// optionally locked, as `opts` say. Both ways give a [`Mmap`]: without
+/// `mmap` it is an anonymous mapping (page-aligned, owned by this process,
+/// not backed by the file) that the file is read into.
+pub fn open_with(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Gguf<Mmap>> {
     let path = path.as_ref();
     let io = |source| GgufError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    let mut file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if len == 0 {
         // mmap of an empty file fails with EINVAL; report what `parse(&[])` reports.
@@ -255,14 +288,36 @@ pub fn open(path: impl AsRef<Path>) -> Result<Gguf<Mmap>> {
             available: 0,
         });
     }
-    // SAFETY: the mapping is read-only and every access to it is bounds-checked
-    // against its length. The contract Hearth states once (ARCHITECTURE.md,
-    // "mmap"): a model file must not be modified or truncated while it is open.
-    // If it is modified we may read inconsistent bytes (every decode stays
-    // bounds-checked and fails rather than misbehaves); if it is truncated the
-    // OS raises SIGBUS, as it does for llama.cpp and every mmap-based loader.
-    let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-    Gguf::from_bytes(mmap)
+    let bytes = if opts.mmap {
+        // SAFETY: the mapping is read-only and every access to it is
+        // bounds-checked against its length. The contract Hearth states once
+        // (ARCHITECTURE.md, "mmap"): a model file must not be modified or
+        // truncated while it is open. If it is modified we may read
+        // inconsistent bytes (every decode stays bounds-checked and fails
+        // rather than misbehaves); if it is truncated the OS raises SIGBUS,
+        // as it does for llama.cpp and every mmap-based loader (`hearth`
+        // turns it into one line and exit code 74; `mmap: false` avoids it).
+        unsafe { Mmap::map(&file) }.map_err(io)?
+    } else {
+        let len = usize::try_from(len).map_err(|_| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "the file is larger than the address space",
+            ))
+        })?;
+        let mut owned = memmap2::MmapMut::map_anon(len).map_err(io)?;
+        // A file that shrank since `metadata` is an UnexpectedEof here.
+        std::io::Read::read_exact(&mut file, &mut owned).map_err(io)?;
+        owned.make_read_only().map_err(io)?
+    };
+    if opts.mlock {
+        bytes.lock().map_err(|source| GgufError::Lock {
+            path: path.to_path_buf(),
+            len,
+            source,
+        })?;
+    }
+    Gguf::from_bytes(bytes)
 }
 
 /// Parses a GGUF file held in memory, without copying it.

@@ -3,7 +3,8 @@
 //! Architecture invariant: this crate knows nothing of kernels or models. It
 //! turns bytes into a checked index of metadata and tensors, and back.
 //!
-//! - [`parse`] reads a file held in memory; [`open`] memory-maps one. Both
+//! - [`parse`] reads a file held in memory; [`open`] memory-maps one
+//!   ([`open_with`] can read it into owned memory instead, or lock it). All
 //!   return a [`Gguf`] whose tensor data are zero-copy slices of the file.
 //! - Hostile input is expected: every count, length, offset and size is
 //!   checked against the file before use, nothing is allocated from a count
@@ -21,7 +22,7 @@ mod value;
 mod writer;
 
 pub use error::{GgufError, Location, Result};
-pub use file::{open, parse, Gguf, Tensor};
+pub use file::{open, open_with, parse, Gguf, OpenOptions, Tensor};
 pub use memmap2::Mmap;
 pub use reader::{
     TensorInfo, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_KEY_LEN, MAX_TENSOR_NAME_LEN,

@@ -65,6 +65,15 @@ pub struct ServeConfig {
     /// Web origins that may call the API (`--cors-origin`; `*` for any);
     /// a request from any other origin is refused.
     pub cors_origins: Vec<String>,
+    /// The model file when it is memory-mapped: `/health` answers 503
+    /// "model file changed" once its length or modification time differ
+    /// from what was loaded (the next touch of a truncated mapping is a
+    /// SIGBUS, which `hearth` turns into exit code 74).
+    pub watch_file: Option<std::path::PathBuf>,
+    /// Parse special-token text inside chat message contents
+    /// (`--special-in-content`, llama.cpp's behaviour); by default contents
+    /// are plain text and cannot forge the template's markers.
+    pub special_in_content: bool,
 }
 
 impl ServeConfig {
@@ -85,6 +94,8 @@ impl ServeConfig {
             drain: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
+            watch_file: None,
+            special_in_content: false,
         }
     }
 }
@@ -96,6 +107,37 @@ pub(crate) struct Ready {
     pub n_ctx: usize,
     pub n_vocab: usize,
     pub info: model_info::ModelInfo,
+    pub watch: Option<FileWatch>,
+}
+
+/// The mapped model file as it was loaded. `fstat` on our own descriptor
+/// sees the inode we mapped: a new file renamed over the path leaves the
+/// mapping intact and is not a change; a truncation or an in-place write is.
+pub(crate) struct FileWatch {
+    file: std::fs::File,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileWatch {
+    fn new(path: &std::path::Path) -> std::io::Result<FileWatch> {
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        Ok(FileWatch {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            file,
+        })
+    }
+
+    /// Whether the file differs from what was loaded (or can no longer be
+    /// asked).
+    pub fn changed(&self) -> bool {
+        match self.file.metadata() {
+            Ok(m) => m.len() != self.len || m.modified().ok() != self.modified,
+            Err(_) => true,
+        }
+    }
 }
 
 /// State shared by the handlers and the scheduler thread.
@@ -255,6 +297,10 @@ where
 {
     let t0 = std::time::Instant::now();
     let model = load()?;
+    let watch = match &shared.cfg.watch_file {
+        Some(path) => Some(FileWatch::new(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        None => None,
+    };
     let tok = Arc::new(Tokenizer::from_gguf(&model.file)?);
     let template = ChatTemplate::for_model(&model.file).map_err(|e| e.to_string());
     let n_ctx = shared
@@ -280,6 +326,7 @@ where
         n_ctx,
         n_vocab: model.hparams.n_vocab,
         info,
+        watch,
     });
     eprintln!(
         "hearth: model {} loaded in {:.2} s: {} slots of {n_ctx} tokens, {} threads",

@@ -186,13 +186,9 @@ async fn chat(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
             .clone()
             .map_err(|e| ApiError::bad_request(format!("chat is not available: {e}")))?;
         let tok = Arc::clone(&ready.tok);
-        let prompt = blocking(move || {
-            let text = template
-                .render(&messages, true)
-                .map_err(|e| ApiError::param("messages", e.to_string()))?;
-            encode_chat(&tok, &text)
-        })
-        .await?;
+        let shared = Arc::clone(&s);
+        let prompt =
+            blocking(move || encode_chat(&shared, &template, &tok, &messages, "messages")).await?;
         let rx = submit(&s, prompt, &opts)?;
         Ok::<_, ApiError>((rx, opts.stream))
     }
@@ -219,6 +215,7 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
         let opts = api::options(&Fields(&o), Endpoint::Completion, default_seed())?;
         let tok = Arc::clone(&ready.tok);
         let template = ready.template.clone();
+        let shared = Arc::clone(&s);
         // As ollama: the prompt goes through the chat template unless `raw`.
         let ids = blocking(move || {
             if raw {
@@ -233,10 +230,7 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
                 .map(|s| Message::new("system", s))
                 .collect();
             msgs.push(Message::new("user", prompt));
-            let text = template
-                .render(&msgs, true)
-                .map_err(|e| ApiError::param("prompt", e.to_string()))?;
-            encode_chat(&tok, &text)
+            encode_chat(&shared, &template, &tok, &msgs, "prompt")
         })
         .await?;
         let rx = submit(&s, ids, &opts)?;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::api::{self, ApiError, Endpoint, Fields, Options, Prompt};
 use super::scheduler::{Event, Finish, Job, Rejected, Usage};
 use super::{Ready, Shared};
+use hearth::chat::{ChatTemplate, Message};
 use hearth::sampler::TokenLogprobs;
 use hearth::tokenizer::Tokenizer;
 
@@ -136,6 +137,11 @@ pub(crate) fn ready(s: &Shared) -> Result<&Ready, ApiError> {
 
 async fn health(State(s): St) -> Response {
     match ready(&s) {
+        Ok(r) if r.watch.as_ref().is_some_and(|w| w.changed()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "error": "model file changed"})),
+        )
+            .into_response(),
         Ok(_) => Json(json!({"status": "ok"})).into_response(),
         Err(e) => {
             let status = if s.ready.get().is_some() {
@@ -231,11 +237,14 @@ async fn tokenize(
         .ok_or_else(|| ApiError::param("content", "is required"))?
         .to_string();
     let add_special = f.bool("add_special")?.unwrap_or(false);
+    // As llama-server: special-token text becomes those tokens unless
+    // `"parse_special": false`.
+    let parse_special = f.bool("parse_special")?.unwrap_or(true);
     let pieces = f.bool("with_pieces")?.unwrap_or(false);
     let tok = Arc::clone(&r.tok);
     blocking(move || {
         let ids = tok
-            .encode(&content, add_special, true)
+            .encode(&content, add_special, parse_special)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let tokens: Vec<Value> = if pieces {
             ids.iter()
@@ -287,18 +296,23 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("a worker failed: {e}")))?
 }
 
-/// Tokenizes a chat-rendered prompt: the template writes the BOS text
-/// itself, so BOS is added only if the file wants one and the text lacks it.
-pub(crate) fn encode_chat(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
-    let mut ids = tok
-        .encode(text, false, true)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
-        if ids.first() != Some(&bos) {
-            ids.insert(0, bos);
-        }
-    }
-    Ok(ids)
+/// Renders and tokenizes a chat prompt: message contents as plain text
+/// unless the server runs with `--special-in-content`
+/// ([`ChatTemplate::encode`]); `param` names the field a template error is
+/// reported under.
+pub(crate) fn encode_chat(
+    s: &Shared,
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    messages: &[Message],
+    param: &'static str,
+) -> Result<Vec<u32>, ApiError> {
+    template
+        .encode(tok, messages, true, s.cfg.special_in_content)
+        .map_err(|e| match e {
+            hearth::Error::Chat(e) => ApiError::param(param, e.to_string()),
+            e => ApiError::bad_request(e.to_string()),
+        })
 }
 
 pub(crate) fn default_seed() -> u64 {
@@ -320,13 +334,9 @@ async fn chat_completions(State(s): St, body: Result<Bytes, BytesRejection>) -> 
             .clone()
             .map_err(|e| ApiError::bad_request(format!("chat is not available: {e}")))?;
         let tok = Arc::clone(&ready.tok);
-        let prompt = blocking(move || {
-            let text = template
-                .render(&messages, true)
-                .map_err(|e| ApiError::param("messages", e.to_string()))?;
-            encode_chat(&tok, &text)
-        })
-        .await?;
+        let shared = Arc::clone(&s);
+        let prompt =
+            blocking(move || encode_chat(&shared, &template, &tok, &messages, "messages")).await?;
         Ok::<_, ApiError>((prompt, opts))
     }
     .await;

@@ -24,9 +24,14 @@ impl Server {
     /// 200; `None` (skip) without the model.
     pub fn start(args: &[&str]) -> Option<Server> {
         let model = hearth_tests::model_path()?;
+        Some(Server::start_with(&model, args))
+    }
+
+    /// Like [`start`](Self::start), serving the model file at `model`.
+    pub fn start_with(model: &std::path::Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
             .arg("serve")
-            .arg(&model)
+            .arg(model)
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
             .stdout(Stdio::null())
@@ -72,7 +77,7 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Some(s)
+        s
     }
 
     pub fn pid(&self) -> u32 {

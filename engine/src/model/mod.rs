@@ -14,6 +14,8 @@ use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::tap::{Tap, TapPoint};
 
+pub use hearth_gguf::OpenOptions;
+
 /// The architectures Hearth runs, as `general.architecture` names them.
 pub const SUPPORTED: &str = "gemma3, llama, qwen2, qwen3";
 
@@ -254,9 +256,17 @@ pub struct Model<B: Backend> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Opens `path` and loads the model it holds onto `backend`.
+    /// Opens `path` (memory-mapped) and loads the model it holds onto
+    /// `backend`.
     pub fn load(path: impl AsRef<Path>, backend: B) -> Result<Self> {
-        let file = Arc::new(hearth_gguf::open(path)?);
+        Self::load_with(path, backend, OpenOptions::default())
+    }
+
+    /// Like [`load`](Self::load), with the file mapped or read into owned
+    /// memory, and locked or not, as `opts` say (`hearth --no-mmap`,
+    /// `--mlock`).
+    pub fn load_with(path: impl AsRef<Path>, backend: B, opts: OpenOptions) -> Result<Self> {
+        let file = Arc::new(hearth_gguf::open_with(path, opts)?);
         Self::from_file(file, backend)
     }
 

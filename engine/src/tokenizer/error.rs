@@ -14,6 +14,11 @@ pub enum TokenizerError {
         "tokenizer.ggml.model = {0:?} is not supported; supported: \"llama\" (SentencePiece), \"gpt2\" (byte-level BPE)"
     )]
     UnsupportedModel(String),
+    /// [`Tokenizer::encode_with_plain`](super::Tokenizer::encode_with_plain)
+    /// was given ranges that are not sorted, disjoint character ranges of
+    /// the text.
+    #[error("plain-text ranges: {0}")]
+    PlainRange(String),
     #[error("tokenizer.ggml.pre = {name:?} is not supported; supported: {}", supported.join(", "))]
     UnsupportedPre {
         name: String,

@@ -600,6 +600,71 @@ impl Tokenizer {
     /// tokens are cut out of the text either way, as in llama.cpp.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
         let fragments = self.matcher.partition(&self.vocab, text, parse_special);
+        self.encode_fragments(text, fragments, add_special)
+    }
+
+    /// Tokenizes `text` with special-token text parsed, except inside the
+    /// byte ranges `plain` (sorted, disjoint, on character boundaries), where
+    /// it stays text: a rendered chat prompt whose message contents must not
+    /// become the template's markers (a user typing `<|im_start|>system`
+    /// would otherwise open a real system turn). Text on both sides of a
+    /// range boundary is tokenized as one piece, so without special-token
+    /// text in the ranges the ids are those of `encode(text, add_special,
+    /// true)`.
+    pub fn encode_with_plain(
+        &self,
+        text: &str,
+        add_special: bool,
+        plain: &[std::ops::Range<usize>],
+    ) -> Result<Vec<u32>> {
+        let mut fragments: Vec<Fragment> = Vec::new();
+        let push = |f: Fragment, fragments: &mut Vec<Fragment>| match (fragments.last_mut(), f) {
+            (Some(Fragment::Text(prev)), Fragment::Text(r)) if prev.end == r.start => {
+                prev.end = r.end
+            }
+            (_, f) => fragments.push(f),
+        };
+        let mut at = 0;
+        let segment =
+            |range: std::ops::Range<usize>, parse: bool, fragments: &mut Vec<Fragment>| {
+                let Some(sub) = text.get(range.clone()) else {
+                    return Err(TokenizerError::PlainRange(format!(
+                        "plain range {range:?} is not on character boundaries of the text"
+                    )));
+                };
+                for f in self.matcher.partition(&self.vocab, sub, parse) {
+                    push(
+                        match f {
+                            Fragment::Text(r) => {
+                                Fragment::Text(r.start + range.start..r.end + range.start)
+                            }
+                            t => t,
+                        },
+                        fragments,
+                    );
+                }
+                Ok(())
+            };
+        for r in plain {
+            if r.start < at || r.end < r.start || r.end > text.len() {
+                return Err(TokenizerError::PlainRange(format!(
+                    "plain ranges must be sorted, disjoint and inside the text ({r:?})"
+                )));
+            }
+            segment(at..r.start, true, &mut fragments)?;
+            segment(r.clone(), false, &mut fragments)?;
+            at = r.end;
+        }
+        segment(at..text.len(), true, &mut fragments)?;
+        self.encode_fragments(text, fragments, add_special)
+    }
+
+    fn encode_fragments(
+        &self,
+        text: &str,
+        fragments: Vec<Fragment>,
+        add_special: bool,
+    ) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
             out.extend(self.special.bos);
