@@ -663,6 +663,20 @@ fn discovery_routes_give_what_copilot_zed_and_llama_tools_read() {
         .as_str()
         .unwrap()
         .contains("start_of_turn"));
+    // /apply-template: the text chat completions would run on.
+    let r = s.post(
+        "/apply-template",
+        &json!({"messages": [{"role": "user", "content": "Hi there"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let prompt = r.json()["prompt"].as_str().unwrap().to_string();
+    assert!(
+        prompt.contains("<start_of_turn>user\nHi there<end_of_turn>")
+            && prompt.ends_with("<start_of_turn>model\n"),
+        "{prompt}"
+    );
+    assert_eq!(s.post("/apply-template", &json!({})).status, 400);
+    assert_eq!(s.get("/slots").status, 501);
     // /v1/models: the context where vLLM's and others' clients look.
     let models = s.get("/v1/models").json();
     assert_eq!(models["data"][0]["context_length"], 1024);

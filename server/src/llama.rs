@@ -1,23 +1,67 @@
-//! llama-server's own discovery route, for tools written against llama.cpp:
+//! llama-server's own routes, for tools written against llama.cpp:
 //! `GET /props` (the slot context, the slot count, the chat template, the
-//! default sampling settings).
+//! default sampling settings), `POST /apply-template` (the chat template
+//! rendered, not run) and `GET /slots` (501, as llama-server without
+//! `--slots`).
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hearth::sampler::SamplerConfig;
 use serde_json::json;
 
-use super::routes::ready;
+use super::api::{self, ApiError, Fields};
+use super::routes::{blocking, body_object, ready};
 use super::Shared;
 
 type St = State<Arc<Shared>>;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/props", get(props))
+    Router::new()
+        .route("/props", get(props))
+        .route("/apply-template", post(apply_template))
+        .route("/slots", get(slots))
+}
+
+/// `{"messages": [...]}` → `{"prompt": "..."}`: the text the chat template
+/// makes of the messages, with the generation prompt, as llama-server's.
+async fn apply_template(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = async {
+        let ready = ready(&s)?;
+        let m = body_object(body)?;
+        let messages = api::messages(&Fields(&m))?;
+        let template = ready
+            .template
+            .clone()
+            .map_err(|e| ApiError::bad_request(format!("chat is not available: {e}")))?;
+        blocking(move || {
+            template
+                .render(&messages, true)
+                .map_err(|e| ApiError::param("messages", e.to_string()))
+        })
+        .await
+    }
+    .await;
+    match r {
+        Ok(prompt) => Json(json!({ "prompt": prompt })).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// llama-server answers `/slots` only with `--slots`; Hearth does not keep
+/// that view, and says so the same way.
+async fn slots() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_supported_error",
+        "this server does not expose slots (GET /metrics has busy slots and queue depth)",
+    )
 }
 
 /// llama-server's `/props`, the fields clients read: `n_ctx` is one slot's
