@@ -233,6 +233,22 @@ enum Command {
         /// route but /health.
         #[arg(long)]
         api_key: Option<String>,
+        /// Seconds a client has to send a whole request head, from its first
+        /// byte (slowloris).
+        #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+        header_timeout: f64,
+        /// Seconds a client has to send a whole request body, from the end of
+        /// its head; a stalled body is answered 408 and the connection closed.
+        #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+        body_timeout: f64,
+        /// Seconds a connection with no request in flight may stay silent
+        /// before it is closed (keep-alive, or a client that sends nothing).
+        #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+        idle_timeout: f64,
+        /// Most open connections; more wait in the listen backlog until one
+        /// closes.
+        #[arg(long, default_value_t = 512)]
+        max_connections: usize,
         /// A host name to accept in the `Host` header besides IP literals and
         /// localhost (DNS-rebinding guard); repeat for more, `*` for any.
         #[arg(long = "allow-host", value_name = "NAME")]
@@ -953,6 +969,10 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             parallel,
             ctx_size,
             api_key,
+            header_timeout,
+            body_timeout,
+            idle_timeout,
+            max_connections,
             allow_host,
             cors_origin,
             threads,
@@ -962,6 +982,22 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             alias,
             backend,
         } => {
+            let secs = |name: &str, v: f64| {
+                if v.is_finite() && v > 0.0 && v <= 1e6 {
+                    Ok(std::time::Duration::from_secs_f64(v))
+                } else {
+                    Err(format!("--{name} must be a number of seconds above 0, got {v}"))
+                }
+            };
+            if max_connections == 0 {
+                return Err("--max-connections must be at least 1".into());
+            }
+            let limits = hearth_server::conn::Limits {
+                header: secs("header-timeout", header_timeout)?,
+                body: secs("body-timeout", body_timeout)?,
+                idle: secs("idle-timeout", idle_timeout)?,
+                max_connections,
+            };
             let id = alias.unwrap_or_else(|| {
                 model
                     .file_stem()
@@ -978,6 +1014,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 kv_type: kv_type.into(),
                 allowed_hosts: allow_host,
                 cors_origins: cors_origin,
+                limits,
                 ..hearth_server::ServeConfig::new(id)
             };
             with_backend!(backend, false, |be| hearth_server::run(

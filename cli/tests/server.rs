@@ -685,3 +685,153 @@ fn a_client_that_disconnects_during_prefill_stops_it() {
     );
     assert_eq!(s.metric("hearth_tokens_generated_total"), 0.0);
 }
+
+/// A raw connection to the server (read timeout `secs`).
+fn raw_conn(s: &Server, secs: u64) -> std::net::TcpStream {
+    let c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    c
+}
+
+/// Reads until the server closes the connection; what it sent, and when
+/// (an error other than a reset, such as the read timeout, fails).
+fn read_until_closed(c: &mut std::net::TcpStream) -> (Vec<u8>, std::time::Instant) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return (got, std::time::Instant::now()),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (got, std::time::Instant::now())
+            }
+            Err(e) => panic!(
+                "the connection stayed open ({e}); got {}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_slowloris_head_is_cut_after_the_header_timeout() {
+    use std::io::Write;
+    let Some(s) = Server::start(&["--header-timeout", "1", "--idle-timeout", "30"]) else {
+        return;
+    };
+    let mut c = raw_conn(&s, 10);
+    let t0 = std::time::Instant::now();
+    c.write_all(b"POST /v1/completions HTTP/1.1\r\n").unwrap();
+    // A header line every 200 ms: never idle, never done.
+    let mut d = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for i in 0..50 {
+            std::thread::sleep(Duration::from_millis(200));
+            if d.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let (_, closed) = read_until_closed(&mut c);
+    let took = closed - t0;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    // The server still serves others.
+    assert_eq!(s.get("/health").status, 200);
+}
+
+#[test]
+fn a_stalled_body_gets_408_after_the_body_timeout() {
+    use std::io::Write;
+    let Some(s) = Server::start(&["--body-timeout", "1"]) else {
+        return;
+    };
+    let mut c = raw_conn(&s, 10);
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\n{{\"pro\r\n",
+        s.addr
+    );
+    let t0 = std::time::Instant::now();
+    c.write_all(head.as_bytes()).unwrap();
+    // The chunked body never ends.
+    let (raw, closed) = read_until_closed(&mut c);
+    let took = closed - t0;
+    let r = server_util::parse_response(&raw).unwrap();
+    let m = r.expect_error(408);
+    assert!(m.contains("body-timeout"), "{m}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "answered and closed after {took:?}"
+    );
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use std::io::Write;
+    let Some(s) = Server::start(&["--idle-timeout", "1", "--header-timeout", "30"]) else {
+        return;
+    };
+    // Keep-alive: two requests on one connection, then silence.
+    let mut c = raw_conn(&s, 10);
+    let req = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
+    let mut buf = [0u8; 4096];
+    for _ in 0..2 {
+        c.write_all(req.as_bytes()).unwrap();
+        let k = c.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..k]).starts_with("HTTP/1.1 200"));
+    }
+    let t0 = std::time::Instant::now();
+    let (rest, closed) = read_until_closed(&mut c);
+    assert!(rest.is_empty());
+    let took = closed - t0;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    // A connection that never sends a byte is idle too.
+    let mut silent = raw_conn(&s, 10);
+    let t0 = std::time::Instant::now();
+    read_until_closed(&mut silent);
+    assert!(t0.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn connections_past_max_connections_wait_until_one_closes() {
+    use std::io::Write;
+    let Some(s) = Server::start(&["--max-connections", "2", "--idle-timeout", "60"]) else {
+        return;
+    };
+    // Two connections that say nothing hold both places.
+    let held: Vec<_> = (0..2).map(|_| raw_conn(&s, 10)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A third gets no answer while they are open ...
+    let mut third = raw_conn(&s, 1);
+    let req = format!(
+        "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        s.addr
+    );
+    third.write_all(req.as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    let e = third.read(&mut buf).expect_err("answered past --max-connections");
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    // ... and is served as soon as one closes.
+    drop(held);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (raw, _) = read_until_closed(&mut third);
+    assert_eq!(server_util::parse_response(&raw).unwrap().status, 200);
+    // The freed places are reused: many more connections, one after another.
+    for _ in 0..20 {
+        assert_eq!(s.get("/health").status, 200);
+    }
+}

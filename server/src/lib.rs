@@ -14,6 +14,7 @@
 //! thread while `/health` answers 503.
 
 pub mod api;
+pub mod conn;
 pub mod metrics;
 mod ollama;
 mod routes;
@@ -61,6 +62,8 @@ pub struct ServeConfig {
     /// Web origins that may call the API (`--cors-origin`; `*` for any);
     /// a request from any other origin is refused.
     pub cors_origins: Vec<String>,
+    /// Timeouts and the connection cap of the accept loop.
+    pub limits: conn::Limits,
 }
 
 impl ServeConfig {
@@ -80,6 +83,7 @@ impl ServeConfig {
             drain: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
+            limits: conn::Limits::default(),
         }
     }
 }
@@ -193,9 +197,8 @@ where
             begin_shutdown(&shared);
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await?;
+    let limits = shared.cfg.limits;
+    conn::serve(listener, app, limits, signal).await;
     begin_shutdown(&shared);
     // Every connection is closed: whatever still runs has no client.
     shared.cancel.store(true, Ordering::Relaxed);

@@ -191,7 +191,10 @@ pub(crate) fn body_object(
 ) -> Result<Map<String, Value>, ApiError> {
     let body = body.map_err(|e| {
         let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(t) = super::conn::body_timed_out(&e) {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "invalid_request_error", t.to_string())
+                .with_code("request_timeout")
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
                 "invalid_request_error",
