@@ -835,3 +835,30 @@ fn connections_past_max_connections_wait_until_one_closes() {
         assert_eq!(s.get("/health").status, 200);
     }
 }
+
+#[test]
+fn parallel_2_queue_2_serves_4_at_once_and_refuses_only_the_5th() {
+    let Some(s) = Server::start(&["--parallel", "2", "--queue-size", "2", "--threads", "1"]) else {
+        return;
+    };
+    let s = Arc::new(s);
+    // Long enough that the four are all in at the same time.
+    let body = completion("Once upon a time", 96);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, body) = (Arc::clone(&s), body.clone());
+            std::thread::spawn(move || s.post("/v1/completions", &body))
+        })
+        .collect();
+    s.wait_for(60, "2 busy slots and 2 queued", |s| {
+        s.metric("hearth_slots_busy") == 2.0 && s.metric("hearth_queue_depth") == 2.0
+    });
+    let fifth = s.post("/v1/completions", &completion("Hello", 2));
+    assert_eq!(fifth.json()["error"]["code"], "queue_full");
+    fifth.expect_error(503);
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(s.metric("hearth_requests_rejected_total"), 1.0);
+}
