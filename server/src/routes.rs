@@ -219,6 +219,21 @@ async fn tokenize(
         .str("content")?
         .ok_or_else(|| ApiError::param("content", "is required"))?
         .to_string();
+    // Its cost must be bounded: four requests of 7 MB held all four
+    // blocking threads for 8 s. The bound is that of a prompt: text that
+    // cannot fit the context is not tokenized.
+    let most = r.n_ctx.saturating_mul(r.tok.max_token_bytes());
+    if content.len() > most {
+        return Err(ApiError::param(
+            "content",
+            format!(
+                "{} bytes is more than this server tokenizes at once ({most} bytes, more \
+                 than the context of {} tokens can hold): tokenize it in parts",
+                content.len(),
+                r.n_ctx
+            ),
+        ));
+    }
     let add_special = f.bool("add_special")?.unwrap_or(false);
     let pieces = f.bool("with_pieces")?.unwrap_or(false);
     let tok = Arc::clone(&r.tok);
@@ -276,9 +291,28 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("a worker failed: {e}")))?
 }
 
+/// Refuses a prompt text that cannot fit the context before it is tokenized:
+/// a token stands for at most `max_token_bytes` bytes, so a text of more
+/// than `n_ctx` times that has more tokens than the context holds (a 7 MB
+/// message took 31 s to tokenize only to be refused).
+pub(crate) fn check_prompt_bytes(tok: &Tokenizer, n_ctx: usize, bytes: usize) -> Result<(), ApiError> {
+    let most = n_ctx.saturating_mul(tok.max_token_bytes());
+    if bytes > most {
+        return Err(ApiError::bad_request(format!(
+            "the prompt has {bytes} bytes, more than the context of {n_ctx} tokens can hold \
+             (a token of this model stands for at most {} bytes, so at most {most} bytes fit): \
+             shorten the prompt",
+            tok.max_token_bytes()
+        ))
+        .with_code("context_length_exceeded"));
+    }
+    Ok(())
+}
+
 /// Tokenizes a chat-rendered prompt: the template writes the BOS text
 /// itself, so BOS is added only if the file wants one and the text lacks it.
-pub(crate) fn encode_chat(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, ApiError> {
+pub(crate) fn encode_chat(tok: &Tokenizer, n_ctx: usize, text: &str) -> Result<Vec<u32>, ApiError> {
+    check_prompt_bytes(tok, n_ctx, text.len())?;
     let mut ids = tok
         .encode(text, false, true)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -309,11 +343,12 @@ async fn chat_completions(State(s): St, body: Result<Bytes, BytesRejection>) -> 
             .clone()
             .map_err(|e| ApiError::bad_request(format!("chat is not available: {e}")))?;
         let tok = Arc::clone(&ready.tok);
+        let n_ctx = ready.n_ctx;
         let prompt = blocking(move || {
             let text = template
                 .render(&messages, true)
                 .map_err(|e| ApiError::param("messages", e.to_string()))?;
-            encode_chat(&tok, &text)
+            encode_chat(&tok, n_ctx, &text)
         })
         .await?;
         Ok::<_, ApiError>((prompt, opts))
@@ -336,6 +371,7 @@ async fn completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Respo
         let prompt = match prompt {
             Prompt::Tokens(t) => t,
             Prompt::Text(text) => {
+                check_prompt_bytes(&ready.tok, ready.n_ctx, text.len())?;
                 let tok = Arc::clone(&ready.tok);
                 blocking(move || {
                     tok.encode(&text, true, true)
