@@ -891,3 +891,75 @@ fn a_7_mb_message_is_refused_for_the_context_in_seconds_not_tokenized() {
     let r = s.post("/v1/chat/completions", &chat("Name a colour.", 2));
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// `GET /v1/models` with `Authorization: Bearer KEY`, or no key.
+fn models_status(s: &Server, key: Option<&str>) -> u16 {
+    let h: Vec<(String, String)> = key
+        .map(|k| ("Authorization".to_string(), format!("Bearer {k}")))
+        .into_iter()
+        .collect();
+    server_util::request(&s.addr, "GET", "/v1/models", &h, b"")
+        .unwrap()
+        .status
+}
+
+#[test]
+fn the_api_key_comes_from_hearth_api_key_when_no_flag_names_one() {
+    let Some(s) = Server::start_with_env(&[], &[("HEARTH_API_KEY", "from-env")]) else {
+        return;
+    };
+    assert_eq!(models_status(&s, None), 401);
+    assert_eq!(models_status(&s, Some("from-envX")), 401);
+    assert_eq!(models_status(&s, Some("from-env")), 200);
+    drop(s);
+    // --api-key wins over the variable.
+    let Some(s) = Server::start_with_env(&["--api-key", "flag"], &[("HEARTH_API_KEY", "env")])
+    else {
+        return;
+    };
+    assert_eq!(models_status(&s, Some("env")), 401);
+    assert_eq!(models_status(&s, Some("flag")), 200);
+}
+
+#[test]
+fn the_api_key_comes_from_the_first_line_of_api_key_file() {
+    let path = std::env::temp_dir().join(format!("hearth-key-{}.txt", std::process::id()));
+    std::fs::write(&path, "  from-file \nsecond line\n").unwrap();
+    let p = path.to_str().unwrap();
+    let Some(s) = Server::start(&["--api-key-file", p]) else {
+        return;
+    };
+    assert_eq!(models_status(&s, None), 401);
+    assert_eq!(models_status(&s, Some("second line")), 401);
+    assert_eq!(models_status(&s, Some("from-file")), 200);
+    drop(s);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn an_unreadable_or_empty_api_key_exits_1_naming_its_source() {
+    let empty = std::env::temp_dir().join(format!("hearth-key-empty-{}.txt", std::process::id()));
+    std::fs::write(&empty, "\n\n").unwrap();
+    let missing = std::env::temp_dir().join("hearth-no-such-key-file.txt");
+    let (e, m) = (empty.to_str().unwrap(), missing.to_str().unwrap());
+    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+        (&["--api-key-file", m], &[], "hearth-no-such-key-file.txt"),
+        (&["--api-key-file", e], &[], "is empty"),
+        (&[], &[("HEARTH_API_KEY", "  ")], "HEARTH_API_KEY is empty"),
+        (&["--api-key", ""], &[], "--api-key is empty"),
+    ];
+    for (args, env, expect) in cases {
+        // The key is read before the model: any path will do.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["serve", "no-model.gguf", "--port", "0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("listening"), "{err}");
+    }
+    let _ = std::fs::remove_file(&empty);
+}
