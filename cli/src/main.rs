@@ -993,7 +993,9 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 if v.is_finite() && v > 0.0 && v <= 1e6 {
                     Ok(std::time::Duration::from_secs_f64(v))
                 } else {
-                    Err(format!("--{name} must be a number of seconds above 0, got {v}"))
+                    Err(format!(
+                        "--{name} must be a number of seconds above 0, got {v}"
+                    ))
                 }
             };
             if max_connections == 0 {
@@ -1202,7 +1204,10 @@ fn api_key_from(
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
         let first = text.lines().next().unwrap_or("").trim().to_string();
-        (first, format!("the first line of --api-key-file {}", path.display()))
+        (
+            first,
+            format!("the first line of --api-key-file {}", path.display()),
+        )
     } else if let Some(v) = env {
         let k = v
             .into_string()

@@ -727,7 +727,9 @@ fn a_slowloris_head_is_cut_after_the_header_timeout() {
     std::thread::spawn(move || {
         for i in 0..50 {
             std::thread::sleep(Duration::from_millis(200));
-            if d.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).is_err() {
+            if d.write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .is_err()
+            {
                 break;
             }
         }
@@ -815,7 +817,9 @@ fn connections_past_max_connections_wait_until_one_closes() {
     );
     third.write_all(req.as_bytes()).unwrap();
     let mut buf = [0u8; 256];
-    let e = third.read(&mut buf).expect_err("answered past --max-connections");
+    let e = third
+        .read(&mut buf)
+        .expect_err("answered past --max-connections");
     assert!(
         matches!(
             e.kind(),
@@ -942,7 +946,8 @@ fn an_unreadable_or_empty_api_key_exits_1_naming_its_source() {
     std::fs::write(&empty, "\n\n").unwrap();
     let missing = std::env::temp_dir().join("hearth-no-such-key-file.txt");
     let (e, m) = (empty.to_str().unwrap(), missing.to_str().unwrap());
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         (&["--api-key-file", m], &[], "hearth-no-such-key-file.txt"),
         (&["--api-key-file", e], &[], "is empty"),
         (&[], &[("HEARTH_API_KEY", "  ")], "HEARTH_API_KEY is empty"),

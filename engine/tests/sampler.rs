@@ -553,7 +553,11 @@ fn stop_matcher_agrees_with_a_rescanning_oracle_on_random_streams() {
         for _ in 0..12 {
             let piece: String = (0..rand(4)).map(|_| alphabet[rand(5)]).collect();
             let got = m.push(&piece);
-            assert_eq!(got, naive.push(&piece), "case {case}: {stops:?}, push {piece:?}");
+            assert_eq!(
+                got,
+                naive.push(&piece),
+                "case {case}: {stops:?}, push {piece:?}"
+            );
             if got.1 {
                 let i = m.matched().unwrap();
                 assert!(stops.iter().position(|s| *s == stops[i]) == Some(i));
@@ -609,17 +613,28 @@ fn sixteen_stop_strings_of_the_most_bytes_cost_linear_time_per_push() {
     }
     // The structural bound: at most two trie moves per byte, however many
     // and long the stop strings.
-    assert!(m.moves() <= 2 * pushed, "{} moves for {pushed} bytes", m.moves());
+    assert!(
+        m.moves() <= 2 * pushed,
+        "{} moves for {pushed} bytes",
+        m.moves()
+    );
     // And, generously, in time: in a debug build the rescanning matcher
     // took 1.1 s for these pushes, the automaton 28 ms.
-    assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
 fn more_than_16_stop_strings_or_8192_bytes_are_refused() {
     assert!(StopMatcher::new(vec!["x"; MAX_STOP_STRINGS]).is_ok());
     let e = StopMatcher::new(vec!["x"; MAX_STOP_STRINGS + 1]).unwrap_err();
-    assert!(matches!(e, SamplerError::InvalidParameter { name: "stop", .. }), "{e}");
+    assert!(
+        matches!(e, SamplerError::InvalidParameter { name: "stop", .. }),
+        "{e}"
+    );
     assert!(StopMatcher::new(["a".repeat(MAX_STOP_BYTES)]).is_ok());
     let e = StopMatcher::new(["a".repeat(MAX_STOP_BYTES - 1), "bb".into()]).unwrap_err();
     assert!(e.to_string().contains("8192"), "{e}");
@@ -761,5 +776,3 @@ fn sampler_and_stop_criteria_are_send() {
     check::<Sampler>();
     check::<StopCriteria>();
 }
-
-

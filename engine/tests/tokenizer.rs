@@ -643,7 +643,12 @@ fn no_token_stands_for_more_than_max_token_bytes() {
             _ => vocab_cases(&dir, name).into_iter().map(|c| c.0).collect(),
         };
         // Runs that merge into the longest tokens: spaces, dashes, digits.
-        texts.extend([" ".repeat(300), "-".repeat(300), "=".repeat(300), "0".repeat(300)]);
+        texts.extend([
+            " ".repeat(300),
+            "-".repeat(300),
+            "=".repeat(300),
+            "0".repeat(300),
+        ]);
         for text in texts {
             for special in [false, true] {
                 let n = tok.encode(&text, false, special).unwrap().len();

@@ -488,7 +488,10 @@ mod tests {
         let ok = opts(&body(vec!["x".into(); MAX_STOP]), Endpoint::Chat).unwrap();
         assert_eq!(ok.stop.len(), 16);
         let e = opts(&body(vec!["x".into(); MAX_STOP + 1]), Endpoint::Chat).unwrap_err();
-        assert_eq!((e.status, e.param.as_deref()), (StatusCode::BAD_REQUEST, Some("stop")));
+        assert_eq!(
+            (e.status, e.param.as_deref()),
+            (StatusCode::BAD_REQUEST, Some("stop"))
+        );
         let half = "a".repeat(MAX_STOP_BYTES / 2);
         assert!(opts(&body(vec![half.clone(), half.clone()]), Endpoint::Chat).is_ok());
         let e = opts(&body(vec![half.clone(), half, "b".into()]), Endpoint::Chat).unwrap_err();

@@ -148,12 +148,9 @@ impl Activity {
     fn on_read(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let now = self.now();
-            let _ = self.head_started.compare_exchange(
-                NONE,
-                now,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.head_started
+                    .compare_exchange(NONE, now, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 
@@ -232,7 +229,8 @@ async fn connection(tcp: TcpStream, app: Router, limits: Limits, mut stop: watch
         .keep_alive(true)
         .serve_connection(io, svc);
     tokio::pin!(conn);
-    let tick = (limits.header.min(limits.idle) / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let tick = (limits.header.min(limits.idle) / 8)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let watchdog = async {
         loop {
             tokio::time::sleep(tick).await;

@@ -192,8 +192,12 @@ pub(crate) fn body_object(
     let body = body.map_err(|e| {
         let status = e.status();
         if let Some(t) = super::conn::body_timed_out(&e) {
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, "invalid_request_error", t.to_string())
-                .with_code("request_timeout")
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                t.to_string(),
+            )
+            .with_code("request_timeout")
         } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
@@ -295,7 +299,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// a token stands for at most `max_token_bytes` bytes, so a text of more
 /// than `n_ctx` times that has more tokens than the context holds (a 7 MB
 /// message took 31 s to tokenize only to be refused).
-pub(crate) fn check_prompt_bytes(tok: &Tokenizer, n_ctx: usize, bytes: usize) -> Result<(), ApiError> {
+pub(crate) fn check_prompt_bytes(
+    tok: &Tokenizer,
+    n_ctx: usize,
+    bytes: usize,
+) -> Result<(), ApiError> {
     let most = n_ctx.saturating_mul(tok.max_token_bytes());
     if bytes > most {
         return Err(ApiError::bad_request(format!(
