@@ -842,21 +842,47 @@ fn connections_past_max_connections_wait_until_one_closes() {
 
 #[test]
 fn parallel_2_queue_2_serves_4_at_once_and_refuses_only_the_5th() {
-    let Some(s) = Server::start(&["--parallel", "2", "--queue-size", "2", "--threads", "1"]) else {
+    // The bug: requests that arrived while the scheduler was in a step
+    // took queue places though a slot was free for them (8 at once: 3 got
+    // 200, 5 got 503). A long prefill keeps the scheduler in one step
+    // while three more arrive: one is bound for the free slot, two wait.
+    let Some(s) = Server::start(&[
+        "--parallel",
+        "2",
+        "--queue-size",
+        "2",
+        "--threads",
+        "1",
+        "--ctx-size",
+        "2048",
+        "--prefill-chunk",
+        "1024",
+    ]) else {
         return;
     };
     let s = Arc::new(s);
-    // Long enough that the four are all in at the same time.
-    let body = completion("Once upon a time", 96);
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let (s, body) = (Arc::clone(&s), body.clone());
-            std::thread::spawn(move || s.post("/v1/completions", &body))
+    let post = |body: Value| {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || s.post("/v1/completions", &body))
+    };
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(100);
+    let mut handles = vec![post(completion(&long, 48))];
+    s.wait_for(60, "the long prompt in its slot", |s| {
+        s.metric("hearth_slots_busy") == 1.0
+    });
+    let barrier = Arc::new(Barrier::new(3));
+    handles.extend((0..3).map(|i| {
+        let (s, b) = (Arc::clone(&s), Arc::clone(&barrier));
+        let body = completion(&format!("Story {i}: once upon a time"), 48);
+        std::thread::spawn(move || {
+            b.wait();
+            s.post("/v1/completions", &body)
         })
-        .collect();
+    }));
     s.wait_for(60, "2 busy slots and 2 queued", |s| {
         s.metric("hearth_slots_busy") == 2.0 && s.metric("hearth_queue_depth") == 2.0
     });
+    // Slots and queue are full now: one more is refused.
     let fifth = s.post("/v1/completions", &completion("Hello", 2));
     assert_eq!(fifth.json()["error"]["code"], "queue_full");
     fifth.expect_error(503);
