@@ -273,9 +273,30 @@ enum Command {
         #[arg(short = 'c', long)]
         ctx_size: Option<usize>,
         /// Require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on every
-        /// route but /health.
-        #[arg(long)]
+        /// route but /health. A key on the command line is visible to every
+        /// user in `ps`: prefer --api-key-file or the HEARTH_API_KEY variable
+        /// (used when neither flag is given).
+        #[arg(long, conflicts_with = "api_key_file")]
         api_key: Option<String>,
+        /// Read the API key from the first line of this file.
+        #[arg(long, value_name = "PATH")]
+        api_key_file: Option<PathBuf>,
+        /// Seconds a client has to send a whole request head, from its first
+        /// byte (slowloris).
+        #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+        header_timeout: f64,
+        /// Seconds a client has to send a whole request body, from the end of
+        /// its head; a stalled body is answered 408 and the connection closed.
+        #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+        body_timeout: f64,
+        /// Seconds a connection with no request in flight may stay silent
+        /// before it is closed (keep-alive, or a client that sends nothing).
+        #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+        idle_timeout: f64,
+        /// Most open connections; more wait in the listen backlog until one
+        /// closes.
+        #[arg(long, default_value_t = 512)]
+        max_connections: usize,
         /// A host name to accept in the `Host` header besides IP literals and
         /// localhost (DNS-rebinding guard); repeat for more, `*` for any.
         #[arg(long = "allow-host", value_name = "NAME")]
@@ -1085,6 +1106,11 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             parallel,
             ctx_size,
             api_key,
+            api_key_file,
+            header_timeout,
+            body_timeout,
+            idle_timeout,
+            max_connections,
             allow_host,
             cors_origin,
             threads,
@@ -1095,6 +1121,25 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             special_in_content,
             backend,
         } => {
+            let api_key = api_key_from(api_key, api_key_file, std::env::var_os("HEARTH_API_KEY"))?;
+            let secs = |name: &str, v: f64| {
+                if v.is_finite() && v > 0.0 && v <= 1e6 {
+                    Ok(std::time::Duration::from_secs_f64(v))
+                } else {
+                    Err(format!(
+                        "--{name} must be a number of seconds above 0, got {v}"
+                    ))
+                }
+            };
+            if max_connections == 0 {
+                return Err("--max-connections must be at least 1".into());
+            }
+            let limits = hearth_server::conn::Limits {
+                header: secs("header-timeout", header_timeout)?,
+                body: secs("body-timeout", body_timeout)?,
+                idle: secs("idle-timeout", idle_timeout)?,
+                max_connections,
+            };
             let id = alias.unwrap_or_else(|| {
                 model
                     .file_stem()
@@ -1114,6 +1159,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 model_path: Some(model.clone()),
                 watch_file: (!load.no_mmap).then(|| model.clone()),
                 special_in_content,
+                limits,
                 ..hearth_server::ServeConfig::new(id)
             };
             with_backend!(backend, false, |be| hearth_server::run(
@@ -1297,6 +1343,38 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// The API key of `hearth serve`: `--api-key`, else the first line of
+/// `--api-key-file`, else `HEARTH_API_KEY`. An empty key is an error, never
+/// an open server the user thinks is locked.
+fn api_key_from(
+    flag: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<std::ffi::OsString>,
+) -> Result<Option<String>, String> {
+    let (key, from) = if let Some(k) = flag {
+        (k, "--api-key".to_string())
+    } else if let Some(path) = file {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("--api-key-file {}: {e}", path.display()))?;
+        let first = text.lines().next().unwrap_or("").trim().to_string();
+        (
+            first,
+            format!("the first line of --api-key-file {}", path.display()),
+        )
+    } else if let Some(v) = env {
+        let k = v
+            .into_string()
+            .map_err(|_| "HEARTH_API_KEY is not valid UTF-8".to_string())?;
+        (k.trim().to_string(), "HEARTH_API_KEY".to_string())
+    } else {
+        return Ok(None);
+    };
+    if key.is_empty() {
+        return Err(format!("the API key from {from} is empty"));
+    }
+    Ok(Some(key))
 }
 
 fn main() -> ExitCode {

@@ -843,6 +843,33 @@ impl Drop for ModelCopy {
     }
 }
 
+/// A raw connection to the server (read timeout `secs`).
+fn raw_conn(s: &Server, secs: u64) -> std::net::TcpStream {
+    let c = std::net::TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    c
+}
+
+/// Reads until the server closes the connection; what it sent, and when
+/// (an error other than a reset, such as the read timeout, fails).
+fn read_until_closed(c: &mut std::net::TcpStream) -> (Vec<u8>, std::time::Instant) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return (got, std::time::Instant::now()),
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (got, std::time::Instant::now())
+            }
+            Err(e) => panic!(
+                "the connection stayed open ({e}); got {}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
 #[test]
 fn a_model_file_truncated_under_the_server_turns_health_503_then_exit_74_not_sigbus() {
     let Some(copy) = ModelCopy::new("sigbus") else {
@@ -880,6 +907,63 @@ fn a_model_file_truncated_under_the_server_turns_health_503_then_exit_74_not_sig
     assert!(
         log.contains("changed or was truncated while in use") && log.contains("model.gguf"),
         "{log}"
+    );
+}
+
+#[test]
+fn a_slowloris_head_is_cut_after_the_header_timeout() {
+    use std::io::Write;
+    let Some(s) = Server::start(&["--header-timeout", "1", "--idle-timeout", "30"]) else {
+        return;
+    };
+    let mut c = raw_conn(&s, 10);
+    let t0 = std::time::Instant::now();
+    c.write_all(b"POST /v1/completions HTTP/1.1\r\n").unwrap();
+    // A header line every 200 ms: never idle, never done.
+    let mut d = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for i in 0..50 {
+            std::thread::sleep(Duration::from_millis(200));
+            if d.write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let (_, closed) = read_until_closed(&mut c);
+    let took = closed - t0;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    // The server still serves others.
+    assert_eq!(s.get("/health").status, 200);
+}
+
+#[test]
+fn a_stalled_body_gets_408_after_the_body_timeout() {
+    use std::io::Write;
+    let Some(s) = Server::start(&["--body-timeout", "1"]) else {
+        return;
+    };
+    let mut c = raw_conn(&s, 10);
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\n{{\"pro\r\n",
+        s.addr
+    );
+    let t0 = std::time::Instant::now();
+    c.write_all(head.as_bytes()).unwrap();
+    // The chunked body never ends.
+    let (raw, closed) = read_until_closed(&mut c);
+    let took = closed - t0;
+    let r = server_util::parse_response(&raw).unwrap();
+    let m = r.expect_error(408);
+    assert!(m.contains("body-timeout"), "{m}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "answered and closed after {took:?}"
     );
 }
 
@@ -955,4 +1039,229 @@ fn chat_message_content_cannot_forge_a_turn_unless_special_in_content() {
     ])
     .unwrap();
     assert_eq!(prompt_tokens(&s), as_special);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use std::io::Write;
+    let Some(s) = Server::start(&["--idle-timeout", "1", "--header-timeout", "30"]) else {
+        return;
+    };
+    // Keep-alive: two requests on one connection, then silence.
+    let mut c = raw_conn(&s, 10);
+    let req = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", s.addr);
+    let mut buf = [0u8; 4096];
+    for _ in 0..2 {
+        c.write_all(req.as_bytes()).unwrap();
+        let k = c.read(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..k]).starts_with("HTTP/1.1 200"));
+    }
+    let t0 = std::time::Instant::now();
+    let (rest, closed) = read_until_closed(&mut c);
+    assert!(rest.is_empty());
+    let took = closed - t0;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}"
+    );
+    // A connection that never sends a byte is idle too.
+    let mut silent = raw_conn(&s, 10);
+    let t0 = std::time::Instant::now();
+    read_until_closed(&mut silent);
+    assert!(t0.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn connections_past_max_connections_wait_until_one_closes() {
+    use std::io::Write;
+    let Some(s) = Server::start(&["--max-connections", "2", "--idle-timeout", "60"]) else {
+        return;
+    };
+    // Two connections that say nothing hold both places.
+    let held: Vec<_> = (0..2).map(|_| raw_conn(&s, 10)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A third gets no answer while they are open ...
+    let mut third = raw_conn(&s, 1);
+    let req = format!(
+        "GET /health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        s.addr
+    );
+    third.write_all(req.as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    let e = third
+        .read(&mut buf)
+        .expect_err("answered past --max-connections");
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    // ... and is served as soon as one closes.
+    drop(held);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (raw, _) = read_until_closed(&mut third);
+    assert_eq!(server_util::parse_response(&raw).unwrap().status, 200);
+    // The freed places are reused: many more connections, one after another.
+    for _ in 0..20 {
+        assert_eq!(s.get("/health").status, 200);
+    }
+}
+
+#[test]
+fn parallel_2_queue_2_serves_4_at_once_and_refuses_only_the_5th() {
+    // The bug: requests that arrived while the scheduler was in a step
+    // took queue places though a slot was free for them (8 at once: 3 got
+    // 200, 5 got 503). A long prefill keeps the scheduler in one step
+    // while three more arrive: one is bound for the free slot, two wait.
+    let Some(s) = Server::start(&[
+        "--parallel",
+        "2",
+        "--queue-size",
+        "2",
+        "--threads",
+        "1",
+        "--ctx-size",
+        "2048",
+        "--prefill-chunk",
+        "1024",
+    ]) else {
+        return;
+    };
+    let s = Arc::new(s);
+    let post = |body: Value| {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || s.post("/v1/completions", &body))
+    };
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(100);
+    let mut handles = vec![post(completion(&long, 48))];
+    s.wait_for(60, "the long prompt in its slot", |s| {
+        s.metric("hearth_slots_busy") == 1.0
+    });
+    let barrier = Arc::new(Barrier::new(3));
+    handles.extend((0..3).map(|i| {
+        let (s, b) = (Arc::clone(&s), Arc::clone(&barrier));
+        let body = completion(&format!("Story {i}: once upon a time"), 48);
+        std::thread::spawn(move || {
+            b.wait();
+            s.post("/v1/completions", &body)
+        })
+    }));
+    s.wait_for(60, "2 busy slots and 2 queued", |s| {
+        s.metric("hearth_slots_busy") == 2.0 && s.metric("hearth_queue_depth") == 2.0
+    });
+    // Slots and queue are full now: one more is refused.
+    let fifth = s.post("/v1/completions", &completion("Hello", 2));
+    assert_eq!(fifth.json()["error"]["code"], "queue_full");
+    fifth.expect_error(503);
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(s.metric("hearth_requests_rejected_total"), 1.0);
+}
+
+#[test]
+fn a_7_mb_message_is_refused_for_the_context_in_seconds_not_tokenized() {
+    let Some(s) = Server::start(&["--threads", "1"]) else {
+        return;
+    };
+    // Words, so that the old path had real BPE/SPM work to do (31 s).
+    let big = "lorem ipsum dolor sit amet ".repeat(7_000_000 / 27);
+    let t0 = std::time::Instant::now();
+    let r = s.post("/v1/chat/completions", &chat(&big, 4));
+    let m = r.expect_error(400);
+    assert_eq!(r.json()["error"]["code"], "context_length_exceeded", "{m}");
+    assert!(m.contains("context"), "{m}");
+    let r = s.post("/v1/completions", &completion(&big, 4));
+    assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+    let r = s.post("/api/generate", &json!({"prompt": big, "raw": true}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = s.post("/tokenize", &json!({ "content": big }));
+    let m = r.expect_error(400);
+    assert!(m.contains("tokenizes at once"), "{m}");
+    let took = t0.elapsed();
+    eprintln!("four 7 MB requests refused in {took:?}");
+    // Alone 2.4 s in a debug build (JSON of 4 x 7 MB both ways); the old
+    // path tokenized for 31 s per request in release.
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    // A prompt that fits is still served.
+    let r = s.post("/v1/chat/completions", &chat("Name a colour.", 2));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// `GET /v1/models` with `Authorization: Bearer KEY`, or no key.
+fn models_status(s: &Server, key: Option<&str>) -> u16 {
+    let h: Vec<(String, String)> = key
+        .map(|k| ("Authorization".to_string(), format!("Bearer {k}")))
+        .into_iter()
+        .collect();
+    server_util::request(&s.addr, "GET", "/v1/models", &h, b"")
+        .unwrap()
+        .status
+}
+
+#[test]
+fn the_api_key_comes_from_hearth_api_key_when_no_flag_names_one() {
+    let Some(s) = Server::start_with_env(&[], &[("HEARTH_API_KEY", "from-env")]) else {
+        return;
+    };
+    assert_eq!(models_status(&s, None), 401);
+    assert_eq!(models_status(&s, Some("from-envX")), 401);
+    assert_eq!(models_status(&s, Some("from-env")), 200);
+    drop(s);
+    // --api-key wins over the variable.
+    let Some(s) = Server::start_with_env(&["--api-key", "flag"], &[("HEARTH_API_KEY", "env")])
+    else {
+        return;
+    };
+    assert_eq!(models_status(&s, Some("env")), 401);
+    assert_eq!(models_status(&s, Some("flag")), 200);
+}
+
+#[test]
+fn the_api_key_comes_from_the_first_line_of_api_key_file() {
+    let path = std::env::temp_dir().join(format!("hearth-key-{}.txt", std::process::id()));
+    std::fs::write(&path, "  from-file \nsecond line\n").unwrap();
+    let p = path.to_str().unwrap();
+    let Some(s) = Server::start(&["--api-key-file", p]) else {
+        return;
+    };
+    assert_eq!(models_status(&s, None), 401);
+    assert_eq!(models_status(&s, Some("second line")), 401);
+    assert_eq!(models_status(&s, Some("from-file")), 200);
+    drop(s);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn an_unreadable_or_empty_api_key_exits_1_naming_its_source() {
+    let empty = std::env::temp_dir().join(format!("hearth-key-empty-{}.txt", std::process::id()));
+    std::fs::write(&empty, "\n\n").unwrap();
+    let missing = std::env::temp_dir().join("hearth-no-such-key-file.txt");
+    let (e, m) = (empty.to_str().unwrap(), missing.to_str().unwrap());
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        (&["--api-key-file", m], &[], "hearth-no-such-key-file.txt"),
+        (&["--api-key-file", e], &[], "is empty"),
+        (&[], &[("HEARTH_API_KEY", "  ")], "HEARTH_API_KEY is empty"),
+        (&["--api-key", ""], &[], "--api-key is empty"),
+    ];
+    for (args, env, expect) in cases {
+        // The key is read before the model: any path will do.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["serve", "no-model.gguf", "--port", "0"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("listening"), "{err}");
+    }
+    let _ = std::fs::remove_file(&empty);
 }

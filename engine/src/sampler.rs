@@ -613,21 +613,41 @@ pub fn logprobs(logits: &[f32], token: u32, top_n: usize) -> Result<TokenLogprob
     })
 }
 
+/// Most stop strings a [`StopMatcher`] takes (OpenAI allows 4; llama.cpp
+/// any number; 16 leaves room for templates with several end markers).
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Most bytes all stop strings of a [`StopMatcher`] may have together: the
+/// matcher's automaton has one state per byte.
+pub const MAX_STOP_BYTES: usize = 8192;
+
 /// Finds stop strings in streamed text, across token boundaries.
 ///
 /// Text that could be the start of a stop string is held back until the next
 /// push shows whether it is; the stop string itself and anything after it
-/// are never emitted.
+/// are never emitted. When several stop strings occur in the text of one
+/// push, the one that starts first wins (the lower index on a tie).
+///
+/// The strings are compiled once into an Aho-Corasick automaton (a trie of
+/// their bytes with failure links), whose state after each byte is the
+/// longest suffix of the text that is a prefix of a stop string: that
+/// suffix is exactly the text to hold back. A push therefore costs time
+/// linear in its own text (amortised: each byte moves down the trie once and
+/// each failure link moves back up), whatever the number and length of the
+/// stop strings; nothing is rescanned.
 #[derive(Debug, Clone)]
 pub struct StopMatcher {
-    stops: Vec<String>,
+    auto: StopAutomaton,
+    state: u32,
     pending: String,
     matched: Option<usize>,
+    /// Trie moves made so far (forward and failure), for the linear bound.
+    moves: u64,
 }
 
 impl StopMatcher {
     /// A matcher for `stops`; an empty stop string is an error (it would
-    /// stop before the first character).
+    /// stop before the first character), and so are more than
+    /// [`MAX_STOP_STRINGS`] strings or more than [`MAX_STOP_BYTES`] bytes.
     pub fn new<S: Into<String>>(stops: impl IntoIterator<Item = S>) -> Result<Self> {
         let stops: Vec<String> = stops.into_iter().map(Into::into).collect();
         if stops.iter().any(String::is_empty) {
@@ -637,10 +657,27 @@ impl StopMatcher {
                 reason: "stop strings must not be empty",
             });
         }
+        if stops.len() > MAX_STOP_STRINGS {
+            return Err(SamplerError::InvalidParameter {
+                name: "stop",
+                value: format!("{} strings", stops.len()),
+                reason: "at most 16 stop strings are allowed (MAX_STOP_STRINGS)",
+            });
+        }
+        let total: usize = stops.iter().map(String::len).sum();
+        if total > MAX_STOP_BYTES {
+            return Err(SamplerError::InvalidParameter {
+                name: "stop",
+                value: format!("{total} bytes"),
+                reason: "stop strings may have at most 8192 bytes together (MAX_STOP_BYTES)",
+            });
+        }
         Ok(StopMatcher {
-            stops,
+            auto: StopAutomaton::new(&stops),
+            state: 0,
             pending: String::new(),
             matched: None,
+            moves: 0,
         })
     }
 
@@ -650,45 +687,41 @@ impl StopMatcher {
         if self.matched.is_some() {
             return (String::new(), true);
         }
+        let base = self.pending.len();
         self.pending.push_str(text);
-        // The earliest occurrence of any stop string ends the text.
-        let found = self
-            .stops
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| self.pending.find(s.as_str()).map(|pos| (pos, i)))
-            .min();
+        // Every occurrence that ends in `text`; the earliest start wins.
+        let mut found: Option<(usize, usize)> = None;
+        for (i, &b) in text.as_bytes().iter().enumerate() {
+            let (next, moves) = self.auto.next(self.state, b);
+            self.state = next;
+            self.moves += moves;
+            let end = base + i + 1;
+            for &p in self.auto.outputs(next) {
+                let hit = (end - self.auto.len(p), p as usize);
+                found = Some(found.map_or(hit, |f| f.min(hit)));
+            }
+        }
         if let Some((pos, i)) = found {
             self.matched = Some(i);
             let mut emit = std::mem::take(&mut self.pending);
             emit.truncate(pos);
             return (emit, true);
         }
-        let hold = self.held_back_len();
+        // The state's depth is the longest suffix that may still become a
+        // stop string; it starts where a stop string starts, on a char
+        // boundary.
+        let hold = self.auto.depth(self.state);
         let split = self.pending.len() - hold;
+        debug_assert!(self.pending.is_char_boundary(split));
         let rest = self.pending.split_off(split);
         let emit = std::mem::replace(&mut self.pending, rest);
         (emit, false)
     }
 
-    /// The length of the longest suffix of `pending` that is a proper prefix
-    /// of a stop string.
-    fn held_back_len(&self) -> usize {
-        let p = self.pending.as_bytes();
-        let mut best = 0;
-        for s in &self.stops {
-            let s = s.as_bytes();
-            let max = (s.len() - 1).min(p.len());
-            for k in (best + 1..=max).rev() {
-                // A match starts where the stop string starts, on a char
-                // boundary, so splitting `pending` there is valid.
-                if p.ends_with(&s[..k]) && self.pending.is_char_boundary(p.len() - k) {
-                    best = k;
-                    break;
-                }
-            }
-        }
-        best
+    /// Trie moves made so far: at most twice the bytes pushed (each byte
+    /// goes one level down, each failure link at least one level up).
+    pub fn moves(&self) -> u64 {
+        self.moves
     }
 
     /// Ends the stream: the held-back text, which turned out not to be a
@@ -701,6 +734,111 @@ impl StopMatcher {
     /// string that matched, if one did.
     pub fn matched(&self) -> Option<usize> {
         self.matched
+    }
+}
+
+/// The Aho-Corasick automaton of a [`StopMatcher`]: a trie over the stop
+/// strings' bytes (state 0 is the root, the empty prefix) with failure
+/// links, as in Aho and Corasick, "Efficient string matching" (1975).
+#[derive(Debug, Clone)]
+struct StopAutomaton {
+    /// Per state, its children by byte, sorted by byte.
+    children: Vec<Vec<(u8, u32)>>,
+    /// Per state, the state of its longest proper suffix that is in the trie.
+    fail: Vec<u32>,
+    /// Per state, the length of its prefix.
+    depth: Vec<u32>,
+    /// Per state, the stop strings that end there or at a state down its
+    /// failure chain (at most [`MAX_STOP_STRINGS`]).
+    out: Vec<Vec<u16>>,
+    /// Byte length of each stop string.
+    lens: Vec<usize>,
+}
+
+impl StopAutomaton {
+    fn new(stops: &[String]) -> StopAutomaton {
+        let mut a = StopAutomaton {
+            children: vec![Vec::new()],
+            fail: vec![0],
+            depth: vec![0],
+            out: vec![Vec::new()],
+            lens: stops.iter().map(String::len).collect(),
+        };
+        for (i, s) in stops.iter().enumerate() {
+            let mut st = 0u32;
+            for &b in s.as_bytes() {
+                st = match a.child(st, b) {
+                    Some(c) => c,
+                    None => {
+                        let c = a.fail.len() as u32;
+                        a.children.push(Vec::new());
+                        a.fail.push(0);
+                        a.depth.push(a.depth[st as usize] + 1);
+                        a.out.push(Vec::new());
+                        let kids = &mut a.children[st as usize];
+                        let at = kids.partition_point(|&(k, _)| k < b);
+                        kids.insert(at, (b, c));
+                        c
+                    }
+                };
+            }
+            a.out[st as usize].push(i as u16);
+        }
+        // Breadth first, so a state's failure target is done before it.
+        let mut queue: VecDeque<u32> = a.children[0].iter().map(|&(_, c)| c).collect();
+        while let Some(st) = queue.pop_front() {
+            for (b, c) in a.children[st as usize].clone() {
+                let mut f = a.fail[st as usize];
+                let target = loop {
+                    if let Some(t) = a.child(f, b) {
+                        break t;
+                    }
+                    if f == 0 {
+                        break 0;
+                    }
+                    f = a.fail[f as usize];
+                };
+                a.fail[c as usize] = target;
+                let inherited = a.out[target as usize].clone();
+                a.out[c as usize].extend(inherited);
+                queue.push_back(c);
+            }
+        }
+        a
+    }
+
+    fn child(&self, st: u32, b: u8) -> Option<u32> {
+        let kids = &self.children[st as usize];
+        kids.binary_search_by_key(&b, |&(k, _)| k)
+            .ok()
+            .map(|i| kids[i].1)
+    }
+
+    /// The state after byte `b`, and the trie moves it took.
+    fn next(&self, mut st: u32, b: u8) -> (u32, u64) {
+        let mut moves = 1;
+        loop {
+            if let Some(c) = self.child(st, b) {
+                return (c, moves);
+            }
+            if st == 0 {
+                return (0, moves);
+            }
+            st = self.fail[st as usize];
+            moves += 1;
+        }
+    }
+
+    fn outputs(&self, st: u32) -> &[u16] {
+        &self.out[st as usize]
+    }
+
+    fn depth(&self, st: u32) -> usize {
+        self.depth[st as usize] as usize
+    }
+
+    fn len(&self, p: u16) -> usize {
+        self.lens[p as usize]
     }
 }
 

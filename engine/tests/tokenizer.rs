@@ -212,8 +212,12 @@ fn random_text_round_trips() {
         state ^= state << 17;
         state
     };
-    for name in ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2"] {
-        let tok = load(&dir.join(format!("vocab/ggml-vocab-{name}.gguf")));
+    let files = ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2"]
+        .map(|name| (name, dir.join(format!("vocab/ggml-vocab-{name}.gguf"))));
+    let models = [hearth_tests::model_path(), hearth_tests::smollm2_path()];
+    let models = models.into_iter().flatten().map(|p| ("model", p));
+    for (name, path) in files.into_iter().chain(models) {
+        let tok = load(&path);
         for _ in 0..200 {
             let len = (next() % 24) as usize;
             let text: String = (0..len)
@@ -613,4 +617,48 @@ fn ids_outside_the_vocabulary_do_not_panic() {
         Err(TokenizerError::TokenOutOfRange { id: 9, n_vocab: 9 })
     ));
     assert_eq!(tok.decode(&[4, 9, 5]), "a\u{FFFD}b");
+}
+
+#[test]
+fn no_token_stands_for_more_than_max_token_bytes() {
+    // The server refuses, untokenized, a prompt of more than
+    // n_ctx * max_token_bytes bytes: sound only if no tokenization ever
+    // has fewer than bytes / max_token_bytes tokens.
+    let Some(dir) = hearth_tests::golden_dir() else {
+        return;
+    };
+    let files = ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2"]
+        .map(|name| (name, dir.join(format!("vocab/ggml-vocab-{name}.gguf"))));
+    let models = [hearth_tests::model_path(), hearth_tests::smollm2_path()];
+    let models = models.into_iter().flatten().map(|p| ("model", p));
+    for (name, path) in files.into_iter().chain(models) {
+        let tok = load(&path);
+        let most = tok.max_token_bytes();
+        for id in 0..tok.n_vocab() as u32 {
+            let piece = tok.token_to_piece(id).unwrap();
+            assert!(piece.len() <= most, "{name}: token {id} {piece:?} > {most}");
+        }
+        let mut texts: Vec<String> = match name {
+            "model" => Vec::new(),
+            _ => vocab_cases(&dir, name).into_iter().map(|c| c.0).collect(),
+        };
+        // Runs that merge into the longest tokens: spaces, dashes, digits.
+        texts.extend([
+            " ".repeat(300),
+            "-".repeat(300),
+            "=".repeat(300),
+            "0".repeat(300),
+        ]);
+        for text in texts {
+            for special in [false, true] {
+                let n = tok.encode(&text, false, special).unwrap().len();
+                assert!(
+                    n * most >= text.len(),
+                    "{name}: {} bytes in {n} tokens of at most {most}",
+                    text.len()
+                );
+            }
+        }
+        eprintln!("{name}: max_token_bytes {most}");
+    }
 }

@@ -80,6 +80,12 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still come: the connection cannot
+            // be reused.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
     }
 }
@@ -181,8 +187,10 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Most stop strings a request may give.
-pub const MAX_STOP: usize = 16;
+/// Most stop strings a request may give (OpenAI allows 4; more is kept for
+/// clients that send several end markers), and their most bytes together.
+pub const MAX_STOP: usize = hearth::sampler::MAX_STOP_STRINGS;
+pub const MAX_STOP_BYTES: usize = hearth::sampler::MAX_STOP_BYTES;
 /// Most alternatives `top_logprobs` may ask for (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: i64 = 20;
 
@@ -291,6 +299,13 @@ pub fn options(f: &Fields<'_>, endpoint: Endpoint, default_seed: u64) -> Result<
     };
     if stop.iter().any(String::is_empty) {
         return Err(ApiError::param("stop", "stop strings must not be empty"));
+    }
+    let bytes: usize = stop.iter().map(String::len).sum();
+    if bytes > MAX_STOP_BYTES {
+        return Err(ApiError::param(
+            "stop",
+            format!("stop strings may have at most {MAX_STOP_BYTES} bytes together, got {bytes}"),
+        ));
     }
 
     let logprobs = match endpoint {
@@ -479,6 +494,23 @@ mod tests {
         }
         let e = opts(r#"{"max_tokens": 0}"#, Endpoint::Chat).unwrap_err();
         assert!(e.message.contains("not in [1,"), "{}", e.message);
+    }
+
+    #[test]
+    fn stop_strings_past_16_or_8192_bytes_together_are_refused() {
+        let body = |stops: Vec<String>| json!({ "stop": stops }).to_string();
+        let ok = opts(&body(vec!["x".into(); MAX_STOP]), Endpoint::Chat).unwrap();
+        assert_eq!(ok.stop.len(), 16);
+        let e = opts(&body(vec!["x".into(); MAX_STOP + 1]), Endpoint::Chat).unwrap_err();
+        assert_eq!(
+            (e.status, e.param.as_deref()),
+            (StatusCode::BAD_REQUEST, Some("stop"))
+        );
+        let half = "a".repeat(MAX_STOP_BYTES / 2);
+        assert!(opts(&body(vec![half.clone(), half.clone()]), Endpoint::Chat).is_ok());
+        let e = opts(&body(vec![half.clone(), half, "b".into()]), Endpoint::Chat).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stop"));
+        assert!(e.message.contains("8192"), "{}", e.message);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! thread while `/health` answers 503.
 
 pub mod api;
+pub mod conn;
 mod llama;
 pub mod metrics;
 mod model_info;
@@ -74,6 +75,8 @@ pub struct ServeConfig {
     /// (`--special-in-content`, llama.cpp's behaviour); by default contents
     /// are plain text and cannot forge the template's markers.
     pub special_in_content: bool,
+    /// Timeouts and the connection cap of the accept loop.
+    pub limits: conn::Limits,
 }
 
 impl ServeConfig {
@@ -96,6 +99,7 @@ impl ServeConfig {
             cors_origins: Vec::new(),
             watch_file: None,
             special_in_content: false,
+            limits: conn::Limits::default(),
         }
     }
 }
@@ -241,9 +245,8 @@ where
             begin_shutdown(&shared);
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await?;
+    let limits = shared.cfg.limits;
+    conn::serve(listener, app, limits, signal).await;
     begin_shutdown(&shared);
     // Every connection is closed: whatever still runs has no client.
     shared.cancel.store(true, Ordering::Relaxed);

@@ -22,7 +22,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields};
-use super::routes::{blocking, body_object, check_model, default_seed, encode_chat, ready, submit};
+use super::routes::{
+    blocking, body_object, check_model, check_prompt_bytes, default_seed, encode_chat, ready,
+    submit,
+};
 use super::scheduler::Event;
 use super::Shared;
 use hearth::chat::Message;
@@ -214,11 +217,13 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
         let o = openai_fields(&m)?;
         let opts = api::options(&Fields(&o), Endpoint::Completion, default_seed())?;
         let tok = Arc::clone(&ready.tok);
+        let n_ctx = ready.n_ctx;
         let template = ready.template.clone();
         let shared = Arc::clone(&s);
         // As ollama: the prompt goes through the chat template unless `raw`.
         let ids = blocking(move || {
             if raw {
+                check_prompt_bytes(&tok, n_ctx, prompt.len())?;
                 return tok
                     .encode(&prompt, true, true)
                     .map_err(|e| ApiError::param("prompt", e.to_string()));

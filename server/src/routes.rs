@@ -211,7 +211,14 @@ pub(crate) fn body_object(
 ) -> Result<Map<String, Value>, ApiError> {
     let body = body.map_err(|e| {
         let status = e.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(t) = super::conn::body_timed_out(&e) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                t.to_string(),
+            )
+            .with_code("request_timeout")
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
                 "invalid_request_error",
@@ -236,6 +243,21 @@ async fn tokenize(
         .str("content")?
         .ok_or_else(|| ApiError::param("content", "is required"))?
         .to_string();
+    // Its cost must be bounded: four requests of 7 MB held all four
+    // blocking threads for 8 s. The bound is that of a prompt: text that
+    // cannot fit the context is not tokenized.
+    let most = r.n_ctx.saturating_mul(r.tok.max_token_bytes());
+    if content.len() > most {
+        return Err(ApiError::param(
+            "content",
+            format!(
+                "{} bytes is more than this server tokenizes at once ({most} bytes, more \
+                 than the context of {} tokens can hold): tokenize it in parts",
+                content.len(),
+                r.n_ctx
+            ),
+        ));
+    }
     let add_special = f.bool("add_special")?.unwrap_or(false);
     // As llama-server: special-token text becomes those tokens unless
     // `"parse_special": false`.
@@ -296,10 +318,33 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("a worker failed: {e}")))?
 }
 
+/// Refuses a prompt text that cannot fit the context before it is tokenized:
+/// a token stands for at most `max_token_bytes` bytes, so a text of more
+/// than `n_ctx` times that has more tokens than the context holds (a 7 MB
+/// message took 31 s to tokenize only to be refused).
+pub(crate) fn check_prompt_bytes(
+    tok: &Tokenizer,
+    n_ctx: usize,
+    bytes: usize,
+) -> Result<(), ApiError> {
+    let most = n_ctx.saturating_mul(tok.max_token_bytes());
+    if bytes > most {
+        return Err(ApiError::bad_request(format!(
+            "the prompt has {bytes} bytes, more than the context of {n_ctx} tokens can hold \
+             (a token of this model stands for at most {} bytes, so at most {most} bytes fit): \
+             shorten the prompt",
+            tok.max_token_bytes()
+        ))
+        .with_code("context_length_exceeded"));
+    }
+    Ok(())
+}
+
 /// Renders and tokenizes a chat prompt: message contents as plain text
 /// unless the server runs with `--special-in-content`
 /// ([`ChatTemplate::encode`]); `param` names the field a template error is
-/// reported under.
+/// reported under. Contents that cannot fit the context are refused by
+/// their length before the template runs.
 pub(crate) fn encode_chat(
     s: &Shared,
     template: &ChatTemplate,
@@ -307,6 +352,10 @@ pub(crate) fn encode_chat(
     messages: &[Message],
     param: &'static str,
 ) -> Result<Vec<u32>, ApiError> {
+    if let Some(r) = s.ready.get() {
+        let bytes = messages.iter().map(|m| m.content.len()).sum();
+        check_prompt_bytes(tok, r.n_ctx, bytes)?;
+    }
     template
         .encode(tok, messages, true, s.cfg.special_in_content)
         .map_err(|e| match e {
@@ -357,6 +406,7 @@ async fn completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Respo
         let prompt = match prompt {
             Prompt::Tokens(t) => t,
             Prompt::Text(text) => {
+                check_prompt_bytes(&ready.tok, ready.n_ctx, text.len())?;
                 let tok = Arc::clone(&ready.tok);
                 blocking(move || {
                     tok.encode(&text, true, true)

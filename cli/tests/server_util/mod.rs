@@ -23,17 +23,27 @@ impl Server {
     /// Starts `hearth serve MODEL --port 0 ARGS` and waits until /health is
     /// 200; `None` (skip) without the model.
     pub fn start(args: &[&str]) -> Option<Server> {
+        Server::start_with_env(args, &[])
+    }
+
+    /// [`start`](Self::start) with these environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Option<Server> {
         let model = hearth_tests::model_path()?;
-        Some(Server::start_with(&model, args))
+        Some(Server::spawn(&model, args, env))
     }
 
     /// Like [`start`](Self::start), serving the model file at `model`.
     pub fn start_with(model: &std::path::Path, args: &[&str]) -> Server {
+        Server::spawn(model, args, &[])
+    }
+
+    fn spawn(model: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
             .arg("serve")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -180,6 +180,8 @@ pub struct Tokenizer {
     /// `pieces[piece_ends[id - 1]..piece_ends[id]]`.
     pieces: Vec<u8>,
     piece_ends: Vec<usize>,
+    /// See [`Tokenizer::max_token_bytes`].
+    max_token_bytes: usize,
 }
 
 // A tokenizer is shared between threads (a server's requests).
@@ -558,6 +560,7 @@ impl Tokenizer {
             clean_spaces,
             matcher,
             pieces: Vec::new(),
+            max_token_bytes: 0,
             piece_ends: Vec::new(),
         };
         tok.build_pieces();
@@ -588,8 +591,30 @@ impl Tokenizer {
             // Unused and undefined tokens decode to nothing, as in llama.cpp.
             ends.push(pieces.len());
         }
+        // A token stands for at most its decoded piece (byte-level BPE,
+        // SPM's spaces); one that decodes to nothing (unused) at most for
+        // its text (escapes are longer than what they stand for); an SPM
+        // `<unk>` for one unknown character (at most 4 bytes of UTF-8).
+        let mut start = 0;
+        let mut most = 4;
+        for (id, &end) in ends.iter().enumerate() {
+            let len = match end - start {
+                0 => self.vocab.texts[id].len(),
+                n => n,
+            };
+            most = most.max(len);
+            start = end;
+        }
+        self.max_token_bytes = most;
         self.pieces = pieces;
         self.piece_ends = ends;
+    }
+
+    /// The most bytes of input text one token can stand for: a text of more
+    /// than `n * max_token_bytes()` bytes has more than `n` tokens, which a
+    /// server can tell before it spends time tokenizing it.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// Tokenizes `text`.
