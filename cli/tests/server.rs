@@ -1265,3 +1265,29 @@ fn an_unreadable_or_empty_api_key_exits_1_naming_its_source() {
     }
     let _ = std::fs::remove_file(&empty);
 }
+
+/// Issue 17: a prompt that fits the byte bound but not the context is
+/// tokenized only until it passes the context (`encode_at_most`), and the
+/// refusal says "more than" rather than a count of a prompt cut short;
+/// `/tokenize` tokenizes at most one context.
+#[test]
+fn a_prompt_past_the_context_is_refused_as_more_than_n_ctx_tokens() {
+    let Some(s) = Server::start(&["--threads", "1", "-c", "128"]) else {
+        return;
+    };
+    // Under 128 x 48 bytes (Gemma's longest token), far over 128 tokens.
+    let text = "ab ".repeat(1500);
+    for (path, body) in [
+        ("/v1/completions", completion(&text, 4)),
+        ("/v1/chat/completions", chat(&text, 4)),
+    ] {
+        let r = s.post(path, &body);
+        let m = r.expect_error(400);
+        assert!(m.contains("more than 128 tokens"), "{path}: {m}");
+    }
+    let r = s.post("/tokenize", &json!({ "content": text }));
+    let m = r.expect_error(400);
+    assert!(m.contains("more than 128 tokens"), "{m}");
+    let r = s.post("/tokenize", &json!({"content": "ab ab"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+}

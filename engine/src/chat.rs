@@ -361,11 +361,35 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         special_in_content: bool,
     ) -> crate::Result<Vec<u32>> {
+        self.encode_at_most(
+            tok,
+            messages,
+            add_generation_prompt,
+            special_in_content,
+            usize::MAX,
+        )
+    }
+
+    /// [`encode`](Self::encode), but tokenizing stops once there are more
+    /// than `limit` tokens ([`Tokenizer::encode_at_most`]): a result longer
+    /// than `limit` is incomplete and says only that the conversation does
+    /// not fit.
+    ///
+    /// [`Tokenizer::encode_at_most`]: crate::tokenizer::Tokenizer::encode_at_most
+    pub fn encode_at_most(
+        &self,
+        tok: &crate::tokenizer::Tokenizer,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        special_in_content: bool,
+        limit: usize,
+    ) -> crate::Result<Vec<u32>> {
         let tokenizer =
             |e: crate::tokenizer::TokenizerError| crate::Error::Tokenizer(e.to_string());
         let mut ids = if special_in_content {
             let text = self.render(messages, add_generation_prompt)?;
-            tok.encode(&text, false, true).map_err(tokenizer)?
+            tok.encode_at_most(&text, false, true, limit)
+                .map_err(tokenizer)?
         } else {
             let (text, spans, lost) = self.spans(messages, add_generation_prompt)?;
             // A content the template rewrote past finding cannot be kept
@@ -379,7 +403,7 @@ impl ChatTemplate {
                     return Err(ChatError::UntrackedContent { message: i }.into());
                 }
             }
-            tok.encode_with_plain(&text, false, &spans)
+            tok.encode_with_plain_at_most(&text, false, &spans, limit)
                 .map_err(tokenizer)?
         };
         if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {

@@ -662,3 +662,37 @@ fn no_token_stands_for_more_than_max_token_bytes() {
         eprintln!("{name}: max_token_bytes {most}");
     }
 }
+
+/// Issue 17: a prompt that cannot fit was tokenized in full before the
+/// context check refused it. `encode_at_most` stops once past the limit (on
+/// a BPE vocabulary, between pre-tokenizer words), and below the limit gives
+/// exactly `encode`'s ids.
+#[test]
+fn encode_at_most_stops_past_the_limit_and_is_encode_below_it() {
+    let Some(dir) = hearth_tests::golden_dir() else {
+        return;
+    };
+    let tok = load(&dir.join("vocab/ggml-vocab-llama-bpe.gguf"));
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(2000);
+    let full = tok.encode(&text, true, true).unwrap();
+    assert!(full.len() > 10_000, "{}", full.len());
+    let part = tok.encode_at_most(&text, true, true, 100).unwrap();
+    assert!(
+        part.len() > 100,
+        "past the limit it says so: {}",
+        part.len()
+    );
+    assert!(part.len() < 120, "and stops soon after: {}", part.len());
+    assert_eq!(part[..], full[..part.len()], "the ids it has are encode's");
+    for limit in [full.len(), full.len() + 1, usize::MAX] {
+        assert_eq!(tok.encode_at_most(&text, true, true, limit).unwrap(), full);
+    }
+    // Special tokens count like any other; a SentencePiece vocabulary stops
+    // between the texts around them.
+    let spm = load(&dir.join("vocab/ggml-vocab-llama-spm.gguf"));
+    let turns = "<s> hello there </s>".repeat(500);
+    let full = spm.encode(&turns, false, true).unwrap();
+    let part = spm.encode_at_most(&turns, false, true, 50).unwrap();
+    assert!(part.len() > 50 && part.len() < 60, "{}", part.len());
+    assert_eq!(part[..], full[..part.len()]);
+}

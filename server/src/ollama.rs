@@ -225,7 +225,7 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
             if raw {
                 check_prompt_bytes(&tok, n_ctx, prompt.len())?;
                 return tok
-                    .encode(&prompt, true, true)
+                    .encode_at_most(&prompt, true, true, n_ctx)
                     .map_err(|e| ApiError::param("prompt", e.to_string()));
             }
             let template = template

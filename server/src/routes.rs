@@ -264,10 +264,20 @@ async fn tokenize(
     let parse_special = f.bool("parse_special")?.unwrap_or(true);
     let pieces = f.bool("with_pieces")?.unwrap_or(false);
     let tok = Arc::clone(&r.tok);
+    let n_ctx = r.n_ctx;
     blocking(move || {
         let ids = tok
-            .encode(&content, add_special, parse_special)
+            .encode_at_most(&content, add_special, parse_special, n_ctx)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if ids.len() > n_ctx {
+            return Err(ApiError::param(
+                "content",
+                format!(
+                    "the text has more than {n_ctx} tokens, more than this server \
+                     tokenizes at once (one context): tokenize it in parts"
+                ),
+            ));
+        }
         let tokens: Vec<Value> = if pieces {
             ids.iter()
                 .map(|&id| json!({"id": id, "piece": piece_text(&tok, id)}))
@@ -356,8 +366,9 @@ pub(crate) fn encode_chat(
         let bytes = messages.iter().map(|m| m.content.len()).sum();
         check_prompt_bytes(tok, r.n_ctx, bytes)?;
     }
+    let limit = s.ready.get().map_or(usize::MAX, |r| r.n_ctx);
     template
-        .encode(tok, messages, true, s.cfg.special_in_content)
+        .encode_at_most(tok, messages, true, s.cfg.special_in_content, limit)
         .map_err(|e| match e {
             hearth::Error::Chat(e) => ApiError::param(param, e.to_string()),
             e => ApiError::bad_request(e.to_string()),
@@ -408,8 +419,9 @@ async fn completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Respo
             Prompt::Text(text) => {
                 check_prompt_bytes(&ready.tok, ready.n_ctx, text.len())?;
                 let tok = Arc::clone(&ready.tok);
+                let n_ctx = ready.n_ctx;
                 blocking(move || {
-                    tok.encode(&text, true, true)
+                    tok.encode_at_most(&text, true, true, n_ctx)
                         .map_err(|e| ApiError::param("prompt", e.to_string()))
                 })
                 .await?
@@ -439,6 +451,15 @@ pub(crate) fn submit(
     let max_tokens = match opts.max_tokens {
         Some(m) if m <= room => m,
         None if room > 0 => room,
+        // Prompts are tokenized only until they pass the context
+        // (`encode_at_most`): past it, the count is not the whole prompt's.
+        _ if prompt.len() > n_ctx => {
+            return Err(ApiError::bad_request(format!(
+                "the prompt has more than {n_ctx} tokens, and the context holds {n_ctx}: \
+                 shorten the prompt"
+            ))
+            .with_code("context_length_exceeded"));
+        }
         asked => {
             let asked = asked.map_or("at least 1".to_string(), |m| m.to_string());
             return Err(ApiError::bad_request(format!(

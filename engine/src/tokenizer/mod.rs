@@ -624,8 +624,27 @@ impl Tokenizer {
     /// control token (`<start_of_turn>`) becomes that token; user-defined
     /// tokens are cut out of the text either way, as in llama.cpp.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        self.encode_at_most(text, add_special, parse_special, usize::MAX)
+    }
+
+    /// [`encode`](Self::encode), but it stops early once it has more than
+    /// `limit` tokens: a result longer than `limit` is then incomplete, and
+    /// says only that the text does not fit in `limit` tokens. A server that
+    /// will refuse such a prompt anyway need not tokenize megabytes of it.
+    ///
+    /// It stops between pieces it tokenizes on their own: BPE pre-tokenizer
+    /// words, special tokens, and SentencePiece's texts between special
+    /// tokens (SentencePiece tokenizes each such text as a whole, so a long
+    /// one is tokenized in full before the count is looked at).
+    pub fn encode_at_most(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        limit: usize,
+    ) -> Result<Vec<u32>> {
         let fragments = self.matcher.partition(&self.vocab, text, parse_special);
-        self.encode_fragments(text, fragments, add_special)
+        self.encode_fragments(text, fragments, add_special, limit)
     }
 
     /// Tokenizes `text` with special-token text parsed, except inside the
@@ -641,6 +660,18 @@ impl Tokenizer {
         text: &str,
         add_special: bool,
         plain: &[std::ops::Range<usize>],
+    ) -> Result<Vec<u32>> {
+        self.encode_with_plain_at_most(text, add_special, plain, usize::MAX)
+    }
+
+    /// [`encode_with_plain`](Self::encode_with_plain), stopping early as
+    /// [`encode_at_most`](Self::encode_at_most) does.
+    pub fn encode_with_plain_at_most(
+        &self,
+        text: &str,
+        add_special: bool,
+        plain: &[std::ops::Range<usize>],
+        limit: usize,
     ) -> Result<Vec<u32>> {
         let mut fragments: Vec<Fragment> = Vec::new();
         let push = |f: Fragment, fragments: &mut Vec<Fragment>| match (fragments.last_mut(), f) {
@@ -681,7 +712,7 @@ impl Tokenizer {
             at = r.end;
         }
         segment(at..text.len(), true, &mut fragments)?;
-        self.encode_fragments(text, fragments, add_special)
+        self.encode_fragments(text, fragments, add_special, limit)
     }
 
     fn encode_fragments(
@@ -689,8 +720,9 @@ impl Tokenizer {
         text: &str,
         fragments: Vec<Fragment>,
         add_special: bool,
+        limit: usize,
     ) -> Result<Vec<u32>> {
-        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        let mut out = Vec::with_capacity((text.len() / 3).min(limit) + 2);
         if add_special && self.add_bos {
             out.extend(self.special.bos);
         }
@@ -701,6 +733,9 @@ impl Tokenizer {
                 let mut prev_special = true;
                 let mut buf = String::new();
                 for f in fragments {
+                    if out.len() > limit {
+                        return Ok(out);
+                    }
                     match f {
                         Fragment::Text(r) => {
                             buf.clear();
@@ -729,10 +764,16 @@ impl Tokenizer {
                 } = &**bpe;
                 let mut word = String::new();
                 for f in fragments {
+                    if out.len() > limit {
+                        return Ok(out);
+                    }
                     match f {
                         Fragment::Text(r) => {
                             let fragment = &text[r];
                             for piece in pre.split(fragment)? {
+                                if out.len() > limit {
+                                    return Ok(out);
+                                }
                                 word.clear();
                                 codec.encode_into(fragment[piece].as_bytes(), &mut word);
                                 bpe::tokenize_word(
