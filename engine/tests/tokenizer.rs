@@ -11,6 +11,16 @@ use hearth_gguf::{GgufError, GgufWriter, Value};
 
 const SEPARATOR: &str = "\n__ggml_vocab_test__\n";
 
+/// Five of llama.cpp's test vocabularies (SentencePiece and BPE), then the
+/// two real models where they are present (named `model`).
+fn vocabularies_and_models(dir: &std::path::Path) -> Vec<(&'static str, std::path::PathBuf)> {
+    let files = ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2"]
+        .map(|name| (name, dir.join(format!("vocab/ggml-vocab-{name}.gguf"))));
+    let models = [hearth_tests::model_path(), hearth_tests::smollm2_path()];
+    let models = models.into_iter().flatten().map(|p| ("model", p));
+    files.into_iter().chain(models).collect()
+}
+
 fn load(path: &Path) -> Tokenizer {
     let g = hearth_gguf::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Tokenizer::from_gguf(&g).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -212,11 +222,7 @@ fn random_text_round_trips() {
         state ^= state << 17;
         state
     };
-    let files = ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2"]
-        .map(|name| (name, dir.join(format!("vocab/ggml-vocab-{name}.gguf"))));
-    let models = [hearth_tests::model_path(), hearth_tests::smollm2_path()];
-    let models = models.into_iter().flatten().map(|p| ("model", p));
-    for (name, path) in files.into_iter().chain(models) {
+    for (name, path) in vocabularies_and_models(&dir) {
         let tok = load(&path);
         for _ in 0..200 {
             let len = (next() % 24) as usize;
@@ -627,11 +633,7 @@ fn no_token_stands_for_more_than_max_token_bytes() {
     let Some(dir) = hearth_tests::golden_dir() else {
         return;
     };
-    let files = ["llama-spm", "phi-3", "llama-bpe", "qwen2", "gpt-2"]
-        .map(|name| (name, dir.join(format!("vocab/ggml-vocab-{name}.gguf"))));
-    let models = [hearth_tests::model_path(), hearth_tests::smollm2_path()];
-    let models = models.into_iter().flatten().map(|p| ("model", p));
-    for (name, path) in files.into_iter().chain(models) {
+    for (name, path) in vocabularies_and_models(&dir) {
         let tok = load(&path);
         let most = tok.max_token_bytes();
         for id in 0..tok.n_vocab() as u32 {

@@ -6,21 +6,13 @@ prints one summary line.
 """
 
 import os
-import sys
 
 import ollama
 
+from checks import check, summary
+
 client = ollama.Client(host=os.environ["OLLAMA_HOST"], timeout=300)
 MODEL = os.environ["HEARTH_MODEL_ID"]
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAILED: {name}: {detail}")
-        sys.exit(1)
-    passed += 1
 
 
 # list: the fields the client's model types (and Zed) read.
@@ -76,4 +68,4 @@ try:
 except ollama.ResponseError as e:
     check("pull is 501", e.status_code == 501 and "not supported" in str(e), e)
 
-print(f"ollama client: {passed} passed, 0 failed")
+summary("ollama client")

@@ -1,14 +1,15 @@
 """`hearth serve` through the official `openai` Python client.
 
-Run by engine/tests/server.rs (`openai_python_client`), which starts the
+Run by cli/tests/server.rs (`openai_python_client`), which starts the
 server and sets OPENAI_BASE_URL and OPENAI_API_KEY. Plain asserts, no
 pytest needed; prints one summary line.
 """
 
 import os
-import sys
 
 import openai
+
+from checks import check, summary
 
 client = openai.OpenAI(
     base_url=os.environ["OPENAI_BASE_URL"],
@@ -17,15 +18,6 @@ client = openai.OpenAI(
     timeout=300,
 )
 MODEL = os.environ["HEARTH_MODEL_ID"]
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAILED: {name}: {detail}")
-        sys.exit(1)
-    passed += 1
 
 
 # /v1/models
@@ -95,4 +87,4 @@ try:
 except openai.AuthenticationError as e:
     check("wrong key", e.status_code == 401, e)
 
-print(f"{passed} passed, 0 failed")
+summary("openai client")
