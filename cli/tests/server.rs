@@ -599,6 +599,251 @@ fn ollama_python_client() {
     });
 }
 
+/// Issue 15: the `anthropic` Python SDK's messages (whole and streamed),
+/// stop reasons, system prompts, count_tokens and error classes.
+#[test]
+fn anthropic_python_client() {
+    if !python_has("anthropic") {
+        return;
+    }
+    let Some(s) = Server::start(&["--api-key", "test-key", "--threads", "1"]) else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/test_anthropic.py"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .env("ANTHROPIC_BASE_URL", format!("http://{}", s.addr))
+        .env("ANTHROPIC_API_KEY", "test-key")
+        .env("HEARTH_MODEL_ID", "gemma-3-270m-q4_k_m")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    eprintln!("{stdout}");
+}
+
+/// Issue 15: `/v1/messages` streams Anthropic's events in Anthropic's
+/// order, answers what chat completions answers, and every refusal on its
+/// paths (the key check and the unknown route included) is
+/// `{"type": "error", "error": {"type", "message"}}`.
+#[test]
+fn anthropic_messages_events_in_order_and_errors_in_anthropics_shape() {
+    let Some(s) = Server::start(&["--api-key", "k", "--threads", "1", "--ctx-size", "128"]) else {
+        return;
+    };
+    let headers = |key: &str| {
+        vec![
+            ("x-api-key".to_string(), key.to_string()),
+            ("anthropic-version".to_string(), "2023-06-01".to_string()),
+        ]
+    };
+    let post = |path: &str, key: &str, body: &Value| {
+        server_util::request(
+            &s.addr,
+            "POST",
+            path,
+            &headers(key),
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    };
+    let anthropic_error = |r: &server_util::Resp, status: u16, kind: &str| {
+        assert_eq!(r.status, status, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["error"]["type"], kind, "{v}");
+        v["error"]["message"].as_str().unwrap().to_string()
+    };
+    let body = json!({
+        "model": "gemma-3-270m-q4_k_m",
+        "max_tokens": 6,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Name a fruit."}],
+    });
+
+    // Whole: the chat completions answer, as a message.
+    let r = post("/v1/messages", "k", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = r.json();
+    let openai = chat_text(
+        &s.post("/v1/chat/completions", &chat("Name a fruit.", 6))
+            .json(),
+    );
+    assert_eq!(
+        m["content"],
+        json!([{"type": "text", "text": openai}]),
+        "{m}"
+    );
+    assert_eq!(
+        (m["type"].as_str(), m["role"].as_str()),
+        (Some("message"), Some("assistant"))
+    );
+    assert!(m["id"].as_str().unwrap().starts_with("msg_"), "{m}");
+    assert_eq!(m["stop_reason"], "max_tokens");
+    assert!(m["stop_sequence"].is_null());
+    assert_eq!(m["usage"]["output_tokens"], 6);
+    let n = post("/v1/messages/count_tokens", "k", &body).json();
+    assert_eq!(n.as_object().map(|o| o.len()), Some(1), "{n}");
+    let u = &m["usage"];
+    assert_eq!(
+        u["input_tokens"].as_u64().unwrap() + u["cache_read_input_tokens"].as_u64().unwrap(),
+        n["input_tokens"].as_u64().unwrap(),
+        "{u} {n}"
+    );
+
+    // Streamed: event names and each data's `type` in Anthropic's order.
+    let r = post(
+        "/v1/messages",
+        "k",
+        &with(body.clone(), "stream", json!(true)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events: Vec<(String, Value)> = r
+        .text()
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let field = |k: &str| {
+                e.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap_or_else(|| panic!("{k} in {e:?}"))
+                    .to_string()
+            };
+            (
+                field("event: "),
+                serde_json::from_str(&field("data: ")).unwrap(),
+            )
+        })
+        .collect();
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str(), "{data}");
+    }
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    let k = names.len();
+    assert!(k > 6, "{names:?}");
+    assert_eq!(
+        names[..3],
+        ["message_start", "content_block_start", "ping"],
+        "{names:?}"
+    );
+    assert!(
+        names[3..k - 3].iter().all(|&n| n == "content_block_delta"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names[k - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    let start = &events[0].1["message"];
+    assert_eq!(start["content"], json!([]));
+    assert!(start["stop_reason"].is_null());
+    assert_eq!(start["usage"]["input_tokens"], n["input_tokens"]);
+    assert_eq!(
+        events[1].1["content_block"],
+        json!({"type": "text", "text": ""})
+    );
+    let text: String = events[3..k - 3]
+        .iter()
+        .map(|(_, d)| {
+            assert_eq!(d["delta"]["type"], "text_delta", "{d}");
+            d["delta"]["text"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(text, openai);
+    let delta = &events[k - 2].1;
+    assert_eq!(
+        delta["delta"],
+        json!({"stop_reason": "max_tokens", "stop_sequence": null})
+    );
+    assert_eq!(delta["usage"]["output_tokens"], 6);
+
+    // max_tokens is a ceiling: past the context's room it becomes the room.
+    let r = post(
+        "/v1/messages",
+        "k",
+        &with(body.clone(), "max_tokens", json!(100_000)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let u = &r.json()["usage"];
+    let total = u["input_tokens"].as_u64().unwrap()
+        + u["cache_read_input_tokens"].as_u64().unwrap()
+        + u["output_tokens"].as_u64().unwrap();
+    assert!(total <= 128, "{u}");
+
+    // Refusals in Anthropic's shape; the OpenAI routes keep theirs.
+    let m = anthropic_error(
+        &post("/v1/messages", "wrong", &body),
+        401,
+        "authentication_error",
+    );
+    assert!(m.contains("x-api-key"), "{m}");
+    anthropic_error(
+        &post("/v1/messages/count_tokens", "", &body),
+        401,
+        "authentication_error",
+    );
+    let r = server_util::request(&s.addr, "GET", "/v1/models", &headers("wrong"), b"").unwrap();
+    r.expect_error(401);
+    let wrong = with(body.clone(), "model", json!("claude-3-haiku"));
+    let m = anthropic_error(&post("/v1/messages", "k", &wrong), 404, "not_found_error");
+    assert!(m.contains("claude-3-haiku"), "{m}");
+    anthropic_error(
+        &post("/v1/messages/count_tokens", "k", &wrong),
+        404,
+        "not_found_error",
+    );
+    anthropic_error(
+        &post("/v1/messages/batches", "k", &body),
+        404,
+        "not_found_error",
+    );
+    let mut no_max = body.clone();
+    no_max.as_object_mut().unwrap().remove("max_tokens");
+    let m = anthropic_error(
+        &post("/v1/messages", "k", &no_max),
+        400,
+        "invalid_request_error",
+    );
+    assert!(m.contains("max_tokens"), "{m}");
+    let doc = json!([{"type": "document", "source": {}}]);
+    let r = post(
+        "/v1/messages",
+        "k",
+        &with(
+            body.clone(),
+            "messages",
+            json!([{"role": "user", "content": doc}]),
+        ),
+    );
+    let m = anthropic_error(&r, 400, "invalid_request_error");
+    assert!(m.contains("\"document\""), "{m}");
+    let r = post(
+        "/v1/messages",
+        "k",
+        &with(body.clone(), "tools", json!([{"name": "f"}])),
+    );
+    let m = anthropic_error(&r, 400, "invalid_request_error");
+    assert!(m.contains("tools are not supported yet"), "{m}");
+    let r = server_util::request(&s.addr, "POST", "/v1/messages", &headers("k"), b"{").unwrap();
+    anthropic_error(&r, 400, "invalid_request_error");
+    let long = "word ".repeat(200);
+    let r = post(
+        "/v1/messages",
+        "k",
+        &with(body, "messages", json!([{"role": "user", "content": long}])),
+    );
+    anthropic_error(&r, 400, "invalid_request_error");
+}
+
 /// Issue 15: the JSON that VS Code Copilot and Zed read, field by field, and
 /// where aider, Copilot and llama.cpp's tools look for the context length.
 #[test]

@@ -13,6 +13,7 @@
 //! loads a `Model<B>` for any `B: Backend`, and calls it on the scheduler
 //! thread while `/health` answers 503.
 
+mod anthropic;
 pub mod api;
 pub mod conn;
 mod llama;

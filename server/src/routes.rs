@@ -1,5 +1,6 @@
 //! The HTTP routes: OpenAI's chat and text completions, models, health,
-//! metrics, tokenize and detokenize.
+//! metrics, tokenize and detokenize; ollama's, llama-server's and
+//! Anthropic's are merged in from their modules.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -43,6 +44,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .merge(super::ollama::routes())
         .merge(super::llama::routes())
+        .merge(super::anthropic::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .layer(DefaultBodyLimit::max(shared.cfg.max_body))
@@ -54,25 +56,34 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// routes but `/health` and preflights) and counts refusals.
 async fn guard(State(s): St, req: Request, next: Next) -> Response {
     use super::security;
+    // Refusals in the error shape of the API the path belongs to.
+    let anthropic = super::anthropic::is_anthropic_path(req.uri().path());
+    let refuse = |e: ApiError| {
+        if anthropic {
+            super::anthropic::error(e)
+        } else {
+            e.into_response()
+        }
+    };
     if let Some(host) = req.headers().get(header::HOST) {
         let host = host.to_str().unwrap_or("");
         if !security::host_allowed(host, &s.cfg.allowed_hosts) {
             s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
-            return security::forbidden(format!(
+            return refuse(security::forbidden(format!(
                 "the Host `{host}` is not this server's (DNS rebinding?): \
                  start it with --allow-host NAME to accept it"
-            ));
+            )));
         }
     }
     let origin = req.headers().get(header::ORIGIN).cloned();
     if let Some(o) = &origin {
         if !security::origin_allowed(o.to_str().unwrap_or(""), &s.cfg.cors_origins) {
             s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
-            return security::forbidden(format!(
+            return refuse(security::forbidden(format!(
                 "requests from the web origin `{}` are not allowed: start the server \
                  with --cors-origin ORIGIN to accept them",
                 o.to_str().unwrap_or("?")
-            ));
+            )));
         }
         if req.method() == axum::http::Method::OPTIONS {
             let asked = req
@@ -84,26 +95,28 @@ async fn guard(State(s): St, req: Request, next: Next) -> Response {
     }
     if security::has_json_body(req.method()) && !security::json_content_type(req.headers()) {
         s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
-        return ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request_error",
-            "the body must be JSON: send `Content-Type: application/json`",
-        )
-        .with_code("unsupported_media_type")
-        .into_response();
+        return refuse(
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                "the body must be JSON: send `Content-Type: application/json`",
+            )
+            .with_code("unsupported_media_type"),
+        );
     }
     if let Some(key) = &s.cfg.api_key {
         if req.uri().path() != "/health" {
             let given = security::presented_key(req.headers()).unwrap_or("");
             if !super::constant_time_eq(given.as_bytes(), key.as_bytes()) {
                 s.metrics.rejected_invalid.fetch_add(1, Ordering::Relaxed);
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "authentication_error",
-                    "a missing or wrong API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`",
-                )
-                .with_code("invalid_api_key")
-                .into_response();
+                return refuse(
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "authentication_error",
+                        "a missing or wrong API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`",
+                    )
+                    .with_code("invalid_api_key"),
+                );
             }
         }
     }
@@ -117,13 +130,18 @@ async fn guard(State(s): St, req: Request, next: Next) -> Response {
     r
 }
 
-async fn not_found(req: Request) -> ApiError {
-    ApiError::new(
+async fn not_found(req: Request) -> Response {
+    let e = ApiError::new(
         StatusCode::NOT_FOUND,
         "invalid_request_error",
         format!("no route {} {}", req.method(), req.uri().path()),
     )
-    .with_code("not_found")
+    .with_code("not_found");
+    if super::anthropic::is_anthropic_path(req.uri().path()) {
+        super::anthropic::error(e)
+    } else {
+        e.into_response()
+    }
 }
 
 pub(crate) fn ready(s: &Shared) -> Result<&Ready, ApiError> {

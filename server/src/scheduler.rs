@@ -45,8 +45,11 @@ pub struct Job {
 /// Why a generation ended, as OpenAI's `finish_reason` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {
-    /// An end-of-generation token or a stop string.
+    /// An end-of-generation token.
     Stop,
+    /// The request's stop string of this index (Anthropic's
+    /// `stop_sequence` names it; OpenAI's `finish_reason` is `stop`).
+    StopString(usize),
     /// `max_tokens`, or the context is full.
     Length,
 }
@@ -54,7 +57,7 @@ pub enum Finish {
 impl Finish {
     pub fn as_str(self) -> &'static str {
         match self {
-            Finish::Stop => "stop",
+            Finish::Stop | Finish::StopString(_) => "stop",
             Finish::Length => "length",
         }
     }
@@ -535,9 +538,8 @@ fn sample_slot(slot: &mut Slot<'_>, row: &[f32], n_ctx: usize, metrics: &Metrics
     a.generated += 1;
     let (id, mut text) = (t.id, t.text);
     let finish = match t.stop {
-        Some(StopReason::StopString(_)) | Some(StopReason::EndOfGeneration(_)) => {
-            Some(Finish::Stop)
-        }
+        Some(StopReason::StopString(i)) => Some(Finish::StopString(i)),
+        Some(StopReason::EndOfGeneration(_)) => Some(Finish::Stop),
         Some(StopReason::MaxTokens) => Some(Finish::Length),
         None if slot.tokens.len() + 1 > n_ctx => {
             text.push_str(&a.gen.finish());

@@ -81,9 +81,9 @@ pub(crate) fn preflight(origin: &HeaderValue, req_headers: Option<&HeaderValue>)
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        req_headers
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static("authorization, content-type, x-api-key")),
+        req_headers.cloned().unwrap_or_else(|| {
+            HeaderValue::from_static("authorization, content-type, x-api-key, anthropic-version")
+        }),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -118,10 +118,8 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-pub(crate) fn forbidden(message: String) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", message)
-        .with_code("forbidden")
-        .into_response()
+pub(crate) fn forbidden(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", message).with_code("forbidden")
 }
 
 /// Whether the method carries a JSON body on our routes.
