@@ -282,17 +282,19 @@ async fn tokenize(
     let parse_special = f.bool("parse_special")?.unwrap_or(true);
     let pieces = f.bool("with_pieces")?.unwrap_or(false);
     let tok = Arc::clone(&r.tok);
-    let n_ctx = r.n_ctx;
+    // Texts longer than a prompt are tokenized too (a client counting a
+    // document), up to four contexts' worth of tokens.
+    let most_tokens = r.n_ctx.saturating_mul(4);
     blocking(move || {
         let ids = tok
-            .encode_at_most(&content, add_special, parse_special, n_ctx)
+            .encode_at_most(&content, add_special, parse_special, most_tokens)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if ids.len() > n_ctx {
+        if ids.len() > most_tokens {
             return Err(ApiError::param(
                 "content",
                 format!(
-                    "the text has more than {n_ctx} tokens, more than this server \
-                     tokenizes at once (one context): tokenize it in parts"
+                    "the text has more than {most_tokens} tokens, more than this server \
+                     tokenizes at once (four contexts): tokenize it in parts"
                 ),
             ));
         }

@@ -6,23 +6,15 @@ HEARTH_MODEL_ID. Plain asserts, no pytest needed; prints one summary line.
 """
 
 import os
-import sys
 
 import anthropic
+
+from checks import check, summary
 
 BASE = os.environ["ANTHROPIC_BASE_URL"]
 KEY = os.environ["ANTHROPIC_API_KEY"]
 MODEL = os.environ["HEARTH_MODEL_ID"]
 client = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0, timeout=300)
-passed = 0
-
-
-def check(name, cond, detail=""):
-    global passed
-    if not cond:
-        print(f"FAILED: {name}: {detail}")
-        sys.exit(1)
-    passed += 1
 
 
 def expect(name, exc, f):
@@ -149,4 +141,4 @@ expect(
     lambda: bad.messages.count_tokens(model=MODEL, messages=msgs),
 )
 
-print(f"anthropic client: {passed} passed, 0 failed")
+summary("anthropic client")
