@@ -170,7 +170,7 @@ impl TapPoint {
 const EDGE: usize = 3;
 
 /// The indices of a dimension of `ne` that llama-eval-callback prints: all
-/// of them, or the first and last [`EDGE`] when there are more than twice
+/// of them, or the first and last `EDGE` (3) when there are more than twice
 /// as many. `None` marks where it prints `...`.
 pub fn printed_indices(ne: usize) -> Vec<Option<usize>> {
     if ne > 2 * EDGE {
