@@ -82,17 +82,6 @@ pub(crate) fn error(e: ApiError) -> Response {
     r
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A `content` or `system` value as plain text: a string, or a list of
 /// `{"type": "text", "text": ...}` blocks joined by newlines (other keys
 /// of a block, such as `cache_control`, are ignored). Any other block type
@@ -106,7 +95,7 @@ fn text_of(v: &Value, param: &str) -> Result<String, ApiError> {
                 param,
                 format!(
                     "expected a string or an array of text blocks, got {}",
-                    kind(v)
+                    api::kind(v)
                 ),
             ))
         }
@@ -168,7 +157,7 @@ fn read_messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
         Some(v) => {
             return Err(ApiError::param(
                 "messages",
-                format!("expected an array, got {}", kind(v)),
+                format!("expected an array, got {}", api::kind(v)),
             ))
         }
     };
@@ -176,7 +165,7 @@ fn read_messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
         let Value::Object(m) = m else {
             return Err(ApiError::param(
                 &format!("messages[{i}]"),
-                format!("expected an object, got {}", kind(m)),
+                format!("expected an object, got {}", api::kind(m)),
             ));
         };
         let role = match m.get("role") {
@@ -193,7 +182,7 @@ fn read_messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
             Some(v) => {
                 return Err(ApiError::param(
                     &format!("messages[{i}].role"),
-                    format!("expected a string, got {}", kind(v)),
+                    format!("expected a string, got {}", api::kind(v)),
                 ))
             }
             None => {
@@ -236,7 +225,7 @@ fn read_options(m: &Map<String, Value>) -> Result<Options, ApiError> {
         Some(v) => {
             return Err(ApiError::param(
                 "stop_sequences",
-                format!("expected an array of strings, got {}", kind(v)),
+                format!("expected an array of strings, got {}", api::kind(v)),
             ))
         }
     }

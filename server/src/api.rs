@@ -176,7 +176,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// A JSON value's kind as an error message names it ("a string").
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
