@@ -1,12 +1,13 @@
 //! The x86 kernels of the 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //! IQ4_NL), written once: a format says how its 32 quants unpack to bytes
 //! ([`Block32`]) and how the scalar code adds one block's integer sum into
-//! the row; the AVX2 row, the AVX-512 VNNI tile and the integer sums are
+//! the row; the AVX2 tile, the AVX-512 VNNI tile and the integer sums are
 //! derived here.
 //!
 //! Integer part, exact for every i8 activation (-128 included): AVX2
-//! widens the signed quants to i16 and `madd`s them with the activation
-//! bytes; AVX-512 takes two blocks per `vpdpbusd` on the unsigned quants
+//! `vpmaddubsw`s the unsigned 4- and 5-bit quants with the activation
+//! bytes and takes off the offset (exact in i16), and widens the 8-bit
+//! ones to i16 for `vpmaddwd`; AVX-512 takes two blocks per `vpdpbusd` on the unsigned quants
 //! (`q + OFFSET`), started from `-OFFSET * sum y`, so each i32 lane holds
 //! the exact signed sum (at most `4 * 255 * 128 + 128 * 4 * 128`).
 //!
@@ -161,57 +162,213 @@ pub(crate) unsafe fn five_bit_pair(a: (&[u8; 16], u32), b: (&[u8; 16], u32)) -> 
     _mm512_mask_add_epi8(q, bits, q, _mm512_set1_epi8(0x10))
 }
 
-/// Eight i32 lanes summing to the block's integer dot product (each lane
-/// two i16 products, at most `2 * 128 * 128`).
-///
+/// Whether [`Block32::quants_u8`] stays below 64, so that `vpmaddubsw`'s
+/// i16 pair sums (`u0 y0 + u1 y1`, at most `2 * 63 * 128`) cannot
+/// saturate: the 4- and 5-bit formats. The others (Q8_0, IQ4_NL, whose
+/// unsigned quants reach 255) widen both sides to i16 instead.
+const fn narrow<W: Block32>() -> bool {
+    W::OFFSET < 64
+}
+
+/// A weight block unpacked once for every activation block it meets:
+/// narrow formats keep their unsigned quants (the second half unused),
+/// wide ones their signed quants widened to two halves of i16.
+#[derive(Clone, Copy)]
+struct WeightAvx2(__m256i, __m256i);
+
+/// An activation block unpacked once for every weight block it meets:
+/// for narrow formats its bytes and `OFFSET * (y0 + y1)` per byte pair
+/// (what the unsigned quants' pair sums exceed the signed ones by), for
+/// wide ones its bytes widened to two halves of i16.
+#[derive(Clone, Copy)]
+struct ActAvx2(__m256i, __m256i);
+
 /// # Safety
 /// The CPU must support AVX2.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn lanes_avx2<W: Block32>(x: &W, y: &W::Act) -> __m256i {
-    // SAFETY: AVX2 is enabled; `qs` is 32 readable bytes and `loadu` needs
-    // no alignment.
-    let (qx, qy) = unsafe { (x.quants_i8(), _mm256_loadu_si256(y.qs().as_ptr().cast())) };
-    let x_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qx));
-    let x_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qx));
-    let y_lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy));
-    let y_hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy));
-    _mm256_add_epi32(_mm256_madd_epi16(x_lo, y_lo), _mm256_madd_epi16(x_hi, y_hi))
+unsafe fn weight_avx2<W: Block32>(x: &W) -> WeightAvx2 {
+    if narrow::<W>() {
+        // SAFETY: AVX2 is enabled for this function.
+        WeightAvx2(unsafe { x.quants_u8() }, _mm256_setzero_si256())
+    } else {
+        // SAFETY: as above.
+        let q = unsafe { x.quants_i8() };
+        WeightAvx2(
+            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)),
+            _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(q)),
+        )
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn act_avx2<W: Block32>(y: &W::Act) -> ActAvx2 {
+    // SAFETY: `qs` is 32 readable bytes and `loadu` needs no alignment.
+    let qy = unsafe { _mm256_loadu_si256(y.qs().as_ptr().cast()) };
+    if narrow::<W>() {
+        let corr = if W::OFFSET == 0 {
+            _mm256_setzero_si256()
+        } else {
+            _mm256_maddubs_epi16(_mm256_set1_epi8(W::OFFSET as i8), qy)
+        };
+        ActAvx2(qy, corr)
+    } else {
+        ActAvx2(
+            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(qy)),
+            _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(qy)),
+        )
+    }
+}
+
+/// Eight i32 lanes summing to the integer dot product of a weight and an
+/// activation block, exactly: narrow formats by `vpmaddubsw` on the
+/// unsigned quants less the activation's offset pair sums (both exact in
+/// i16, see [`narrow`]), wide ones by `vpmaddwd` on the widened halves.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lanes_avx2<W: Block32>(w: WeightAvx2, a: ActAvx2) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    if narrow::<W>() {
+        let mut p = _mm256_maddubs_epi16(w.0, a.0);
+        if W::OFFSET != 0 {
+            p = _mm256_sub_epi16(p, a.1);
+        }
+        _mm256_madd_epi16(p, ones)
+    } else {
+        _mm256_add_epi32(_mm256_madd_epi16(w.0, a.0), _mm256_madd_epi16(w.1, a.1))
+    }
+}
+
+/// The lane sums of four vectors at once.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum4_i32_256(v: [__m256i; 4]) -> [i32; 4] {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let mut out = [0i32; 4];
+    // SAFETY: `out` is 16 writable bytes; `storeu` needs no alignment.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), s) };
+    out
 }
 
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 pub(crate) unsafe fn isum_avx2<W: Block32>(x: &W, y: &W::Act) -> i32 {
     // SAFETY: the caller's contract.
-    unsafe { hsum_i32_256(lanes_avx2(x, y)) }
+    unsafe { hsum_i32_256(lanes_avx2::<W>(weight_avx2(x), act_avx2::<W>(y))) }
 }
 
 /// # Safety
 /// The CPU must support AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn avx2_row<W: Block32>(x: &[W], y: &[W::Act]) -> f32 {
-    match W::ACCUMULATE {
-        Accumulate::Scalar => {
-            let mut sumf = 0.0f32;
-            for (bx, by) in x.iter().zip(y) {
-                // SAFETY: AVX2 is enabled for this function.
-                let isum = hsum_i32_256(unsafe { lanes_avx2(bx, by) });
-                let (dx, mx) = (f16c(bx.d()), f16c(bx.m()));
-                sumf = W::step(sumf, isum, dx, mx, f16c(by.d()), f16c(by.s()));
-            }
-            sumf
+    // SAFETY: the caller's contract is the tile's.
+    unsafe { avx2_tile::<W, 1, 1>([x], [y])[0][0] }
+}
+
+/// `M` weight rows against `N` activation rows, all of one length, on
+/// AVX2: each weight block is unpacked once for the `N` activation rows,
+/// each activation block (widened, or with its offset sums) once for the
+/// `M` weight rows; per output and block, two or three integer ops and
+/// the format's f32 step. The integer sums are exact whatever the shape
+/// (the horizontal sums are taken four at a time where the tile allows),
+/// and each output's f32 operations are those of the one-row case, so
+/// every shape is bit-identical to the one-row kernel.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn avx2_tile<W: Block32, const M: usize, const N: usize>(
+    xs: [&[W]; M],
+    ys: [&[W::Act]; N],
+) -> [[f32; N]; M] {
+    let nb = xs[0].len();
+    let zero = WeightAvx2(_mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut sum = [[0.0f32; N]; M];
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
+    for i in 0..nb {
+        let mut w = [zero; M];
+        let mut dx = [0.0f32; M];
+        let mut mx = [0.0f32; M];
+        for m in 0..M {
+            // SAFETY: AVX2 is enabled for this function.
+            w[m] = unsafe { weight_avx2(&xs[m][i]) };
+            dx[m] = f16c(xs[m][i].d());
+            mx[m] = f16c(xs[m][i].m());
         }
-        Accumulate::Vector => {
-            let mut acc = _mm256_setzero_ps();
-            for (bx, by) in x.iter().zip(y) {
-                let d = _mm256_set1_ps(f16c(bx.d()) * f16c(by.d()));
-                // SAFETY: AVX2 is enabled for this function.
-                let lanes = unsafe { lanes_avx2(bx, by) };
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+        match W::ACCUMULATE {
+            Accumulate::Scalar => {
+                let mut lanes = [[_mm256_setzero_si256(); N]; M];
+                let mut dy = [0.0f32; N];
+                let mut sy = [0.0f32; N];
+                for n in 0..N {
+                    let y = &ys[n][i];
+                    // SAFETY: as above.
+                    let a = unsafe { act_avx2::<W>(y) };
+                    (dy[n], sy[n]) = (f16c(y.d()), f16c(y.s()));
+                    for m in 0..M {
+                        lanes[m][n] = lanes_avx2::<W>(w[m], a);
+                    }
+                }
+                let isum = hsums(lanes);
+                for m in 0..M {
+                    for n in 0..N {
+                        let s = &mut sum[m][n];
+                        *s = W::step(*s, isum[m][n], dx[m], mx[m], dy[n], sy[n]);
+                    }
+                }
             }
-            hsum_f32_256(acc)
+            Accumulate::Vector => {
+                for n in 0..N {
+                    let y = &ys[n][i];
+                    // SAFETY: as above.
+                    let a = unsafe { act_avx2::<W>(y) };
+                    let dy = f16c(y.d());
+                    for m in 0..M {
+                        let d = _mm256_set1_ps(dx[m] * dy);
+                        let l = _mm256_cvtepi32_ps(lanes_avx2::<W>(w[m], a));
+                        acc[m][n] = _mm256_add_ps(acc[m][n], _mm256_mul_ps(d, l));
+                    }
+                }
+            }
         }
     }
+    if let Accumulate::Vector = W::ACCUMULATE {
+        for m in 0..M {
+            for n in 0..N {
+                sum[m][n] = hsum_f32_256(acc[m][n]);
+            }
+        }
+    }
+    sum
+}
+
+/// The lane sums of an `M x N` tile of lane vectors, four at a time.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsums<const M: usize, const N: usize>(lanes: [[__m256i; N]; M]) -> [[i32; N]; M] {
+    let mut out = [[0i32; N]; M];
+    let at = |k: usize| (k / N, k % N);
+    let mut k = 0;
+    while k + 4 <= M * N {
+        let v = [0, 1, 2, 3].map(|j| {
+            let (m, n) = at(k + j);
+            lanes[m][n]
+        });
+        for (j, s) in hsum4_i32_256(v).into_iter().enumerate() {
+            let (m, n) = at(k + j);
+            out[m][n] = s;
+        }
+        k += 4;
+    }
+    while k < M * N {
+        let (m, n) = at(k);
+        out[m][n] = hsum_i32_256(lanes[m][n]);
+        k += 1;
+    }
+    out
 }
 
 /// The activation bytes of `a` (0..32) and `b` (32..64).

@@ -3,13 +3,14 @@
 //!
 //! A weight format implements [`SimdDot`]: its scalar reference (ggml's
 //! `_generic` twin), the integer sums of one block pair, and for each ISA
-//! the one step that differs between formats (AVX2: one row; AVX-512 VNNI:
-//! an `M x N` tile that unpacks each weight block once for `N` activation
-//! rows). Everything else is derived here, for every format alike: the
-//! one-row, one-by-four, four-by-one and two-by-four kernels of each ISA,
-//! and the choice among them, made from the crate's one cached
-//! [`Isa::detect`]. Adding a format is its file plus an `impl SimdDot`;
-//! adding an ISA is a method on the trait and an arm in [`dot_kernels`].
+//! the one step that differs between formats (AVX2: one row, and where the
+//! format has one an `M x N` tile; AVX-512 VNNI: an `M x N` tile that
+//! unpacks each weight block once for `N` activation rows). Everything
+//! else is derived here, for every format alike: the one-row, one-by-four,
+//! four-by-one and two-by-four kernels of each ISA, and the choice among
+//! them, made from the crate's one cached [`Isa::detect`]. Adding a format
+//! is its file plus an `impl SimdDot`; adding an ISA is a method on the
+//! trait and an arm in [`dot_kernels`].
 //!
 //! Every kernel of a [`DotKernels`] computes each output with the same
 //! operations as the set's one-row kernel, so all tile shapes are
@@ -52,6 +53,21 @@ pub trait SimdDot: Block + Sync {
     /// The CPU must support AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn avx2_isum(x: &Self, y: &Self::Act) -> Self::Isum;
+    /// `M` weight rows against `N` activation rows on AVX2, each output
+    /// bit-identical to [`SimdDot::avx2_row`]. The default calls the row
+    /// kernel per output; a format with a real tile (unpacking each block
+    /// once per tile) overrides it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2_tile<const M: usize, const N: usize>(
+        xs: [&[Self]; M],
+        ys: [&[Self::Act]; N],
+    ) -> [[f32; N]; M] {
+        // SAFETY: the caller's contract is the row kernel's.
+        xs.map(|x| ys.map(|y| unsafe { Self::avx2_row(x, y) }))
+    }
 
     /// `M` weight rows against `N` activation rows on AVX-512 VNNI; output
     /// `[m][n]` is computed by the same operations whatever `M` and `N` are.
@@ -219,12 +235,24 @@ mod x86 {
             // SAFETY: as in `row`.
             unsafe { W::avx2_isum(x, y) }
         }
+        fn row_x4<W: SimdDot>(x: &[W], ys: [&[W::Act]; 4]) -> [f32; 4] {
+            // SAFETY: as in `row`.
+            unsafe { W::avx2_tile::<1, 4>([x], ys)[0] }
+        }
+        fn rows4<W: SimdDot>(xs: [&[W]; 4], y: &[W::Act]) -> [f32; 4] {
+            // SAFETY: as in `row`.
+            unsafe { W::avx2_tile::<4, 1>(xs, [y]).map(|r| r[0]) }
+        }
+        fn tile2x4<W: SimdDot>(xs: [&[W]; 2], ys: [&[W::Act]; 4]) -> [[f32; 4]; 2] {
+            // SAFETY: as in `row`.
+            unsafe { W::avx2_tile::<2, 4>(xs, ys) }
+        }
         DotKernels {
             variant: "avx2",
             row: row::<W>,
-            row_x4: |x, ys| ys.map(|y| row(x, y)),
-            rows4: |xs, y| xs.map(|x| row(x, y)),
-            tile2x4: |xs, ys| xs.map(|x| ys.map(|y| row(x, y))),
+            row_x4: row_x4::<W>,
+            rows4: rows4::<W>,
+            tile2x4: tile2x4::<W>,
             isum: isum::<W>,
         }
     }
@@ -273,6 +301,7 @@ macro_rules! impl_simd_dot {
             scalar: $srow, $sisum,
             avx2: $crate::quant::block32_x86::avx2_row::<$w>,
                 $crate::quant::block32_x86::isum_avx2::<$w>,
+            avx2_tile: $crate::quant::block32_x86::avx2_tile,
             avx512: $crate::quant::block32_x86::avx512_tile,
                 $crate::quant::block32_x86::isum_avx512::<$w>,
         );
@@ -292,6 +321,7 @@ macro_rules! impl_simd_dot {
         $w:ty, $a:ty, isum: $isum:ty,
         scalar: $srow:path, $sisum:path,
         avx2: $row2:path, $isum2:path,
+        $(avx2_tile: $tile2:path,)?
         avx512: $tile:path, $isum512:path $(,)?
     ) => {
         impl $crate::quant::simd::SimdDot for $w {
@@ -313,6 +343,16 @@ macro_rules! impl_simd_dot {
                 // SAFETY: the callee's contract is this function's.
                 unsafe { $isum2(x, y) }
             }
+            $(
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn avx2_tile<const M: usize, const N: usize>(
+                xs: [&[Self]; M],
+                ys: [&[$a]; N],
+            ) -> [[f32; N]; M] {
+                // SAFETY: the callee's contract is this function's.
+                unsafe { $tile2(xs, ys) }
+            }
+            )?
             #[cfg(target_arch = "x86_64")]
             unsafe fn avx512_tile<const M: usize, const N: usize>(
                 xs: [&[Self]; M],
