@@ -91,51 +91,96 @@ pub(crate) unsafe fn isum_avx512<X: K16>(x: &X, y: &BlockQ8K) -> i32 {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn lanes_avx2<X: K16>(x: &X, y: &BlockQ8K) -> __m256i {
+    // SAFETY: AVX2 is enabled for this function.
+    unsafe { lanes_many_avx2(x, [y])[0] }
+}
+
+/// [`lanes_avx2`] of one weight block against `N` activation blocks:
+/// each 32 values' quants and scales are unpacked once and multiplied into
+/// every activation's lanes while in registers.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lanes_many_avx2<X: K16, const N: usize>(x: &X, ys: [&BlockQ8K; N]) -> [__m256i; N] {
     let scales = x.scales_i8();
-    let mut acc = _mm256_setzero_si256();
+    let mut acc = [_mm256_setzero_si256(); N];
     for n in 0..2 {
         // SAFETY: AVX2 is enabled for this function.
         let groups = unsafe { x.groups_avx2(n) };
         for (g, q) in groups.into_iter().enumerate() {
             let v = 128 * n + 32 * g;
-            // SAFETY: 32 bytes of `y.qs` from an offset inside the array;
-            // `loadu` needs no alignment.
-            let q8 = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(v).cast()) };
-            let p16 = _mm256_maddubs_epi16(q, q8);
             let sc = _mm256_inserti128_si256::<1>(
                 _mm256_castsi128_si256(_mm_set1_epi16(scales[v / 16] as i16)),
                 _mm_set1_epi16(scales[v / 16 + 1] as i16),
             );
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p16, sc));
+            for (acc, y) in acc.iter_mut().zip(ys) {
+                // SAFETY: 32 bytes of `y.qs` from an offset inside the
+                // array; `loadu` needs no alignment.
+                let q8 = unsafe { _mm256_loadu_si256(y.qs.as_ptr().add(v).cast()) };
+                let p16 = _mm256_maddubs_epi16(q, q8);
+                *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(p16, sc));
+            }
         }
     }
-    // SAFETY: 16 bytes of `scales` and 32 of `bsums`; `loadu` needs no
-    // alignment.
-    let (sc, bs) = unsafe {
-        (
-            _mm_loadu_si128(scales.as_ptr().cast()),
-            _mm256_loadu_si256(y.bsums.as_ptr().cast()),
-        )
-    };
-    let off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), bs);
-    _mm256_sub_epi32(
-        acc,
-        _mm256_sll_epi32(off, _mm_cvtsi32_si128(X::OFFSET_SHIFT)),
-    )
+    // SAFETY: 16 bytes of `scales`; `loadu` needs no alignment.
+    let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(scales.as_ptr().cast()) });
+    for (acc, y) in acc.iter_mut().zip(ys) {
+        // SAFETY: 32 bytes of `bsums`; `loadu` needs no alignment.
+        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr().cast()) };
+        let off = _mm256_madd_epi16(sc16, bs);
+        *acc = _mm256_sub_epi32(
+            *acc,
+            _mm256_sll_epi32(off, _mm_cvtsi32_si128(X::OFFSET_SHIFT)),
+        );
+    }
+    acc
 }
 
 /// # Safety
 /// The CPU must support AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
 pub(crate) unsafe fn avx2_row<X: K16>(x: &[X], y: &[BlockQ8K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (bx, by) in x.iter().zip(y) {
-        let d = _mm256_set1_ps(f16c(bx.d()) * by.d());
-        // SAFETY: AVX2 is enabled for this function.
-        let lanes = unsafe { lanes_avx2(bx, by) };
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
+    // SAFETY: the caller's contract is the tile's.
+    unsafe { avx2_tile::<X, 1, 1>([x], [y])[0][0] }
+}
+
+/// `M` weight rows against `N` activation rows on AVX2, all of one
+/// length: each weight block is unpacked once for the `N` activation rows
+/// ([`lanes_many_avx2`]), and each output is computed by the same
+/// operations whatever `M` and `N` are, so every shape is bit-identical to
+/// the one-row kernel.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) unsafe fn avx2_tile<X: K16, const M: usize, const N: usize>(
+    xs: [&[X]; M],
+    ys: [&[BlockQ8K]; N],
+) -> [[f32; N]; M] {
+    let nb = xs[0].len();
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
+    for i in 0..nb {
+        let by: [&BlockQ8K; N] = std::array::from_fn(|n| &ys[n][i]);
+        for m in 0..M {
+            let bx = &xs[m][i];
+            // SAFETY: AVX2 is enabled for this function.
+            let lanes = unsafe { lanes_many_avx2(bx, by) };
+            let dx = f16c(bx.d());
+            for n in 0..N {
+                let d = _mm256_set1_ps(dx * by[n].d());
+                let v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes[n]));
+                acc[m][n] = _mm256_add_ps(acc[m][n], v);
+            }
+        }
     }
-    hsum_f32_256(acc)
+    let mut out = [[0.0f32; N]; M];
+    for m in 0..M {
+        for n in 0..N {
+            out[m][n] = hsum_f32_256(acc[m][n]);
+        }
+    }
+    out
 }
 
 /// # Safety

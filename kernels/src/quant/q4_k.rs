@@ -130,6 +130,7 @@ super::simd::impl_simd_dot!(
     BlockQ4K, BlockQ8K, isum: (i32, i32),
     scalar: scalar_row, scalar_isums,
     avx2: x86::avx2_row::<BlockQ4K>, x86::isums_avx2::<BlockQ4K>,
+    avx2_tile: x86::avx2_tile,
     avx512: x86::avx512_tile, x86::isums_avx512_vnni::<BlockQ4K>,
 );
 
@@ -325,19 +326,78 @@ pub(crate) mod x86 {
 
     /// # Safety
     /// The CPU must support AVX2 and F16C.
-    #[target_feature(enable = "avx2,f16c")]
     pub(crate) unsafe fn avx2_row<B: Q4KLayout>(x: &[B], y: &[BlockQ8K]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut summ = 0.0f32;
-        for (bx, by) in x.iter().zip(y) {
-            let (mins, scales) = mins_and_scales(bx, by);
-            let d = _mm256_set1_ps(f16c(bx.d()) * by.d());
-            // SAFETY: AVX2 is enabled for this function.
-            let lanes = unsafe { lanes_avx2(bx, by, &scales) };
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes)));
-            summ -= f16c(bx.dmin()) * by.d() * mins as f32;
+        // SAFETY: the caller's contract is the tile's.
+        unsafe { avx2_tile::<B, 1, 1>([x], [y])[0][0] }
+    }
+
+    /// `M` weight rows against `N` activation rows on AVX2. Each weight
+    /// block's quants and scales are unpacked once, 32 values at a time,
+    /// and multiplied into the `N` activation rows' integer lanes while in
+    /// registers; each output is computed by the operations of
+    /// [`lanes_avx2`] and the one-row f32 steps (the mins' sum is the same
+    /// exact integer), so every shape is bit-identical to the one-row
+    /// kernel.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(crate) unsafe fn avx2_tile<B: Q4KLayout, const M: usize, const N: usize>(
+        xs: [&[B]; M],
+        ys: [&[BlockQ8K]; N],
+    ) -> [[f32; N]; M] {
+        let nb = xs[0].len();
+        let mut acc = [[_mm256_setzero_ps(); N]; M];
+        let mut sum_min = [[0.0f32; N]; M];
+        for i in 0..nb {
+            for m in 0..M {
+                let bx = &xs[m][i];
+                let (scales, mins) = scales_mins(bx);
+                let mut lanes = [_mm256_setzero_si256(); N];
+                // SAFETY: AVX2 is enabled for this function.
+                let mut h = unsafe { high_bits(bx) };
+                for k in 0..4 {
+                    // SAFETY: as above.
+                    let (lo, hi) = unsafe { quants_avx2(bx, k, &mut h) };
+                    let s_lo = _mm256_set1_epi16(scales[2 * k] as i16);
+                    let s_hi = _mm256_set1_epi16(scales[2 * k + 1] as i16);
+                    for n in 0..N {
+                        let q8 = ys[n][i].qs.as_ptr();
+                        // SAFETY: 2 x 32 bytes of `qs` from offsets inside
+                        // the array; `loadu` needs no alignment.
+                        let (q8_lo, q8_hi) = unsafe {
+                            (
+                                _mm256_loadu_si256(q8.add(64 * k).cast()),
+                                _mm256_loadu_si256(q8.add(64 * k + 32).cast()),
+                            )
+                        };
+                        let p_lo = _mm256_maddubs_epi16(lo, q8_lo);
+                        let p_hi = _mm256_maddubs_epi16(hi, q8_hi);
+                        lanes[n] = _mm256_add_epi32(lanes[n], _mm256_madd_epi16(p_lo, s_lo));
+                        lanes[n] = _mm256_add_epi32(lanes[n], _mm256_madd_epi16(p_hi, s_hi));
+                    }
+                }
+                let mins16 = mins_i16(&mins);
+                let (dx, dmx) = (f16c(bx.d()), f16c(bx.dmin()));
+                for n in 0..N {
+                    let by = &ys[n][i];
+                    let dy = by.d();
+                    // SAFETY: as above.
+                    let summ = unsafe { summ_avx2(mins16, by) };
+                    let d = _mm256_set1_ps(dx * dy);
+                    let v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(lanes[n]));
+                    acc[m][n] = _mm256_add_ps(acc[m][n], v);
+                    sum_min[m][n] -= dmx * dy * summ as f32;
+                }
+            }
         }
-        hsum_f32_256(acc) + summ
+        let mut out = [[0.0f32; N]; M];
+        for m in 0..M {
+            for n in 0..N {
+                out[m][n] = hsum_f32_256(acc[m][n]) + sum_min[m][n];
+            }
+        }
+        out
     }
 
     /// Everything [`avx512_tile`] derives from one weight block before

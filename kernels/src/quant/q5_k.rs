@@ -145,6 +145,7 @@ super::simd::impl_simd_dot!(
     BlockQ5K, BlockQ8K, isum: (i32, i32),
     scalar: scalar_row, scalar_isums,
     avx2: k4::avx2_row::<BlockQ5K>, k4::isums_avx2::<BlockQ5K>,
+    avx2_tile: k4::avx2_tile,
     avx512: k4::avx512_tile, k4::isums_avx512_vnni::<BlockQ5K>,
 );
 

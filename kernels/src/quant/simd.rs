@@ -313,6 +313,7 @@ macro_rules! impl_simd_dot {
             scalar: $srow, $sisum,
             avx2: $crate::quant::k16_x86::avx2_row::<$w>,
                 $crate::quant::k16_x86::isum_avx2::<$w>,
+            avx2_tile: $crate::quant::k16_x86::avx2_tile,
             avx512: $crate::quant::k16_x86::avx512_tile,
                 $crate::quant::k16_x86::isum_avx512::<$w>,
         );
