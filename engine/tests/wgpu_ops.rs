@@ -68,22 +68,27 @@ fn every_wgsl_file_is_valid_and_compiled() {
         .validate(&module);
         assert_eq!(
             r.is_err(),
-            ["kv_store_f16", "attention_f16"].contains(&name.as_str()),
+            ["kv_store_f16", "attention_f16", "attention_rows_f16"].contains(&name.as_str()),
             "{name}: SHADER_FLOAT16 needed only by the enable-f16 modules"
         );
     }
-    // The host tiles tokens as the matmul kernels do.
-    for src in [
-        shaders::MATMUL,
-        shaders::MATMUL_ROWS,
-        shaders::MATMUL_SUBGROUP,
+    // The host tiles tokens and rows as the matmul kernels do.
+    for (src, tokens) in [
+        (shaders::MATMUL, shaders::MATMUL_TOKENS),
+        (shaders::MATMUL_ROWS, shaders::ROWS_TOKENS),
+        (shaders::MATMUL_SUBGROUP, shaders::MATMUL_TOKENS),
     ] {
-        let tn = format!("const TN: u32 = {}u;", shaders::MATMUL_TOKENS);
+        let tn = format!("const TN: u32 = {tokens}u;");
         assert!(
             src.contains(&tn),
-            "a matmul kernel's TN differs from MATMUL_TOKENS"
+            "a matmul kernel's TN differs from the host's tile"
         );
     }
+    let rn = format!("const RN: u32 = {}u;", shaders::ROWS_PER_THREAD);
+    assert!(
+        shaders::MATMUL_ROWS.contains(&rn),
+        "matmul_rows.wgsl's RN differs from ROWS_PER_THREAD"
+    );
     // Every file under shaders/ is part of a validated module.
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shaders");
     let mut files = Vec::new();

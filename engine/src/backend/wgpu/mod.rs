@@ -116,6 +116,8 @@ pub struct WgpuRope {
 
 /// Compiled kernels.
 struct Pipelines {
+    /// `attention` is attention_rows.wgsl's shape (CPU adapters).
+    attn_rows: bool,
     rms_norm: wgpu::ComputePipeline,
     rope: wgpu::ComputePipeline,
     glu: wgpu::ComputePipeline,
@@ -169,7 +171,8 @@ pub enum MatmulKernel {
     /// `matmul.wgsl`: a workgroup of 32 threads per row, reduced in
     /// workgroup memory (GPUs: neighbouring threads read neighbouring bytes).
     Workgroup,
-    /// `matmul_rows.wgsl`: a thread per row (CPU adapters such as lavapipe).
+    /// `matmul_rows.wgsl`: a thread per 16 rows and 16 tokens (CPU adapters
+    /// such as lavapipe).
     Rows,
     /// `matmul_subgroup.wgsl`: as `Workgroup`, reduced with `subgroupAdd`
     /// (adapters with subgroups; `Workgroup` is the fallback).
@@ -254,17 +257,25 @@ impl Wgpu {
                     cache: None,
                 })
         };
+        // CPU adapters get the attention shaped for them (attention_rows.wgsl);
+        // HEARTH_WGPU_ATTENTION=rows or workgroup overrides.
+        let attn_rows = match std::env::var("HEARTH_WGPU_ATTENTION").as_deref() {
+            Ok("rows") => true,
+            Ok("workgroup") => false,
+            _ => gpu.info.device_type == "Cpu",
+        };
         let pipes = Pipelines {
+            attn_rows,
             rms_norm: compile("rms_norm", RMS_NORM),
             rope: compile("rope", ROPE),
             glu: compile("glu", GLU),
             add: compile("add", ADD),
             kv_store: compile("kv_store", KV_STORE),
-            attention: compile("attention", &attention()),
+            attention: compile("attention", &attention(attn_rows)),
             f16: gpu.shader_f16.then(|| {
                 (
                     compile("kv_store f16", KV_STORE_F16),
-                    compile("attention f16", &attention_f16()),
+                    compile("attention f16", &attention_f16(attn_rows)),
                 )
             }),
             use_f16: gpu.shader_f16 && std::env::var("HEARTH_WGPU_F16").as_deref() != Ok("0"),
@@ -883,8 +894,12 @@ impl Backend for Wgpu {
         // Token ranges whose output rows fit one binding.
         let row_out = (*rows * 4) as u64;
         let per_range = ((self.max_binding - self.align) / row_out).max(1) as usize;
-        let per_range = if per_range >= MATMUL_TOKENS as usize {
-            per_range / MATMUL_TOKENS as usize * MATMUL_TOKENS as usize
+        let tile = match self.pipes.matmul {
+            MatmulKernel::Workgroup | MatmulKernel::Subgroup => MATMUL_TOKENS as usize,
+            MatmulKernel::Rows => ROWS_TOKENS as usize,
+        };
+        let per_range = if per_range >= tile {
+            per_range / tile * tile
         } else {
             per_range
         };
@@ -905,7 +920,7 @@ impl Backend for Wgpu {
                 self.reserve(&mut rec, 64)?;
                 let (gx, gy) = match self.pipes.matmul {
                     MatmulKernel::Workgroup | MatmulKernel::Subgroup => grid(part.rows)?,
-                    MatmulKernel::Rows => grid(part.rows.div_ceil(64))?,
+                    MatmulKernel::Rows => grid(part.rows.div_ceil(32 * ROWS_PER_THREAD))?,
                 };
                 let params = MatmulParams {
                     rows: part.rows as u32,
@@ -926,7 +941,7 @@ impl Backend for Wgpu {
                             .into(),
                     ));
                 };
-                let tiles = u32_of("token tiles", nt.div_ceil(MATMUL_TOKENS as usize))?;
+                let tiles = u32_of("token tiles", nt.div_ceil(tile))?;
                 if tiles > 65535 {
                     return Err(Error::Gpu(format!("matmul: {nt} tokens in one dispatch")));
                 }
@@ -1167,7 +1182,12 @@ impl Backend for Wgpu {
                     (5, &arena, qpoff, (positions.len() * 4) as u64),
                     (6, obuf, 0, on),
                 ],
-                (s.len as u32, p.n_head as u32, 1),
+                if self.pipes.attn_rows {
+                    let per_group = 8 * ATTN_ROWS_QUERIES;
+                    (s.len.div_ceil(per_group) as u32, p.n_head as u32, 1)
+                } else {
+                    (s.len as u32, p.n_head as u32, 1)
+                },
             );
         }
         Ok(())
