@@ -1517,3 +1517,131 @@ fn a_prompt_past_the_context_is_refused_as_more_than_n_ctx_tokens() {
     let r = s.post("/tokenize", &json!({"content": "ab ab"}));
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Issue 15: llama-server's native `/completion`: the text `/v1/completions`
+/// gives for the same greedy request, `tokens` and `completion_probabilities`
+/// when asked, token-id prompts, its stream (`"stop": false` chunks, then
+/// the final result with `"stop": true`, no `[DONE]`), `stop_type`, and a
+/// prompt past the context as its `exceed_context_size_error`.
+#[test]
+fn llama_native_completion_whole_streamed_and_its_errors() {
+    let Some(s) = Server::start(&["--threads", "1", "--ctx-size", "128"]) else {
+        return;
+    };
+    let prompt = "The capital of France is";
+    let body = json!({"prompt": prompt, "n_predict": 8, "temperature": 0,
+                      "return_tokens": true, "n_probs": 2, "cache_prompt": true});
+    let r = s.post("/completion", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let whole = r.json();
+    let content = whole["content"].as_str().unwrap().to_string();
+    let oai = s.post("/v1/completions", &completion(prompt, 8)).json();
+    assert_eq!(content, oai["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(whole["stop"], true);
+    assert_eq!(whole["stop_type"], "limit");
+    assert_eq!(whole["tokens_predicted"], 8);
+    assert_eq!(whole["timings"]["predicted_n"], 8);
+    assert_eq!(
+        whole["tokens_evaluated"], oai["usage"]["prompt_tokens"],
+        "{whole}"
+    );
+    assert_eq!(whole["generation_settings"]["n_predict"], 8);
+    let tokens = whole["tokens"].as_array().unwrap().clone();
+    assert_eq!(tokens.len(), 8);
+    let detok = s.post("/detokenize", &json!({ "tokens": tokens })).json();
+    assert_eq!(detok["content"], content.as_str());
+    let probs = whole["completion_probabilities"].as_array().unwrap();
+    assert_eq!(probs.len(), 8);
+    for (p, t) in probs.iter().zip(&tokens) {
+        assert_eq!(&p["id"], t);
+        assert!(p["logprob"].as_f64().unwrap() <= 0.0, "{p}");
+        assert_eq!(p["top_logprobs"].as_array().unwrap().len(), 2, "{p}");
+        // Greedy: the token drawn is the most likely one.
+        assert_eq!(p["top_logprobs"][0]["id"], p["id"], "{p}");
+    }
+
+    // The prompt as token ids gives the same text.
+    let ids = s
+        .post(
+            "/tokenize",
+            &json!({"content": prompt, "add_special": true}),
+        )
+        .json()["tokens"]
+        .clone();
+    let by_ids = s
+        .post(
+            "/completion",
+            &json!({"prompt": ids, "n_predict": 8, "temperature": 0}),
+        )
+        .json();
+    assert_eq!(by_ids["content"], content.as_str());
+    assert_eq!(by_ids["tokens"], json!([]), "no return_tokens");
+
+    // Streamed: the same text in `stop: false` chunks, then the result.
+    let r = s.post("/completion", &with(body.clone(), "stream", json!(true)));
+    assert_eq!(r.status, 200);
+    let events: Vec<Value> = r
+        .sse()
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|_| panic!("{e}")))
+        .collect();
+    let (last, chunks) = events.split_last().unwrap();
+    assert!(chunks.iter().all(|c| c["stop"] == false), "{events:?}");
+    let text: String = chunks
+        .iter()
+        .map(|c| c["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, content);
+    let streamed_ids: Vec<Value> = chunks
+        .iter()
+        .flat_map(|c| c["tokens"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(streamed_ids, tokens);
+    assert!(chunks
+        .iter()
+        .all(|c| c["completion_probabilities"].as_array().unwrap().len() == 1));
+    assert_eq!(
+        (&last["stop"], &last["stop_type"], &last["content"]),
+        (&json!(true), &json!("limit"), &json!(""))
+    );
+    assert_eq!(last["tokens_predicted"], 8);
+    assert!(!r.text().contains("[DONE]"));
+
+    // A stop word.
+    let word = content.trim_start().split(' ').nth(1).expect("two words");
+    let stopped = s
+        .post("/completion", &with(body.clone(), "stop", json!([word])))
+        .json();
+    assert_eq!(stopped["stop_type"], "word", "{stopped}");
+    assert_eq!(stopped["stopping_word"], word);
+    assert!(!stopped["content"].as_str().unwrap().contains(word));
+
+    // n_predict 0 evaluates nothing.
+    let none = s
+        .post("/completion", &json!({"prompt": prompt, "n_predict": 0}))
+        .json();
+    assert_eq!(
+        (&none["content"], &none["tokens_predicted"]),
+        (&json!(""), &json!(0))
+    );
+
+    // Past the context, as text and as ids: llama's error shape.
+    for p in [json!("ab ".repeat(400)), json!(vec![100; 128])] {
+        let r = s.post("/completion", &json!({"prompt": p, "n_predict": 4}));
+        assert_eq!(r.status, 400, "{}", r.text());
+        let e = &r.json()["error"];
+        assert_eq!(e["type"], "exceed_context_size_error", "{e}");
+        assert_eq!(
+            (e["code"].as_u64(), e["n_ctx"].as_u64()),
+            (Some(400), Some(128))
+        );
+        assert!(e["n_prompt_tokens"].as_u64().unwrap() >= 128, "{e}");
+    }
+    let e = s
+        .post("/completion", &json!({"prompt": prompt, "n_probs": 99}))
+        .json();
+    assert_eq!(
+        (&e["error"]["code"], &e["error"]["type"]),
+        (&json!(400), &json!("invalid_request_error"))
+    );
+}

@@ -335,7 +335,7 @@ async fn detokenize(
     Ok(Json(json!({"content": r.tok.decode(&ids)})))
 }
 
-fn piece_text(tok: &Tokenizer, id: u32) -> String {
+pub(crate) fn piece_text(tok: &Tokenizer, id: u32) -> String {
     String::from_utf8_lossy(tok.token_to_piece(id).unwrap_or_default()).into_owned()
 }
 
@@ -434,25 +434,32 @@ async fn completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Respo
         check_model(&s, f.str("model")?)?;
         let prompt = api::prompt(&f, ready.n_vocab)?;
         let opts = api::options(&f, Endpoint::Completion, default_seed())?;
-        let prompt = match prompt {
-            Prompt::Tokens(t) => t,
-            Prompt::Text(text) => {
-                check_prompt_bytes(&ready.tok, ready.n_ctx, text.len())?;
-                let tok = Arc::clone(&ready.tok);
-                let n_ctx = ready.n_ctx;
-                blocking(move || {
-                    tok.encode_at_most(&text, true, true, n_ctx)
-                        .map_err(|e| ApiError::param("prompt", e.to_string()))
-                })
-                .await?
-            }
-        };
+        let prompt = encode_prompt(ready, prompt).await?;
         Ok::<_, ApiError>((prompt, opts))
     }
     .await;
     match r {
         Ok((prompt, opts)) => generate(s, prompt, opts, Endpoint::Completion).await,
         Err(e) => e.into_response(),
+    }
+}
+
+/// A completion's prompt as tokens: text is tokenized with the model's
+/// BOS and special-token text parsed (as llama-server), only until it
+/// passes the context; token ids are taken as they are.
+pub(crate) async fn encode_prompt(ready: &Ready, prompt: Prompt) -> Result<Vec<u32>, ApiError> {
+    match prompt {
+        Prompt::Tokens(t) => Ok(t),
+        Prompt::Text(text) => {
+            check_prompt_bytes(&ready.tok, ready.n_ctx, text.len())?;
+            let tok = Arc::clone(&ready.tok);
+            let n_ctx = ready.n_ctx;
+            blocking(move || {
+                tok.encode_at_most(&text, true, true, n_ctx)
+                    .map_err(|e| ApiError::param("prompt", e.to_string()))
+            })
+            .await
+        }
     }
 }
 
