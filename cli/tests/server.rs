@@ -202,8 +202,19 @@ fn completions_stream_and_whole_agree_with_usage_stop_and_logprobs() {
         finish.as_deref(),
         whole["choices"][0]["finish_reason"].as_str()
     );
+    // Issue 15: the first chunk carries the role alone, as llama-server
+    // and OpenAI send it; the text comes in the later chunks, without it.
     let first: Value = serde_json::from_str(&events[0]).unwrap();
-    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(
+        first["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
+    for e in &events[1..events.len() - 1] {
+        let c: Value = serde_json::from_str(e).unwrap();
+        for choice in c["choices"].as_array().unwrap() {
+            assert!(choice["delta"].get("role").is_none(), "{c}");
+        }
+    }
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage["usage"], {
         let mut u = whole["usage"].clone();

@@ -742,6 +742,13 @@ impl Streaming {
             if self.done {
                 return None;
             }
+            if self.out.endpoint == Endpoint::Chat && !self.sent_role {
+                // As llama-server and OpenAI: the first chunk carries the
+                // role alone (with empty content), the text comes after.
+                let c = self.chunk(Some(""), None, None);
+                self.sent_role = true;
+                return Some(sse_json(&c));
+            }
             match self.rx.recv().await {
                 Some(Event::Token { text, logprobs, .. }) => {
                     let lp = logprobs.map(|lp| match self.out.endpoint {
@@ -752,12 +759,11 @@ impl Streaming {
                             l.to_json()
                         }
                     });
-                    if text.is_empty() && lp.is_none() && self.sent_role {
+                    if text.is_empty() && lp.is_none() {
                         continue;
                     }
                     self.text_len += text.len();
                     let c = self.chunk(Some(&text), lp, None);
-                    self.sent_role = true;
                     return Some(sse_json(&c));
                 }
                 Some(Event::Done { finish, usage }) => {
