@@ -1656,3 +1656,105 @@ fn llama_native_completion_whole_streamed_and_its_errors() {
         (&json!(400), &json!("invalid_request_error"))
     );
 }
+
+/// Issue 15: fill-in-the-middle on a model with FIM tokens (the tiny
+/// random llama, whose GGUF names three of its pieces as
+/// `fim_pre`/`fim_suf`/`fim_mid`): `/infill` and `/v1/completions` with
+/// `suffix` run exactly the prompt llama-server builds, BOS, prefix,
+/// prompt, suffix, middle, which `/completion` given those ids answers
+/// alike; the real models have none and get a 400 saying so.
+#[test]
+fn infill_and_suffix_lay_out_llamas_fim_prompt_or_say_the_model_cannot() {
+    let (pre, suf, mid) = (300u32, 301u32, 302u32);
+    let dir = std::env::temp_dir().join(format!("hearth-fim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny-fim.gguf");
+    std::fs::write(
+        &path,
+        hearth_tests::tiny::tiny_fim_model("llama", [pre, suf, mid]),
+    )
+    .unwrap();
+    let s = Server::start_with(&path, &["--threads", "1", "--ctx-size", "256"]);
+    let ids = |text: &str| -> Vec<u32> {
+        let r = s.post(
+            "/tokenize",
+            &json!({"content": text, "parse_special": false}),
+        );
+        serde_json::from_value(r.json()["tokens"].clone()).unwrap()
+    };
+    let (prefix, middle, suffix) = ("the a", " he", "in ant");
+    let want: Vec<u32> = [
+        vec![1, pre],
+        ids(prefix),
+        ids(middle),
+        vec![suf],
+        ids(suffix),
+        vec![mid],
+    ]
+    .concat();
+    let reference = s
+        .post(
+            "/completion",
+            &json!({"prompt": want, "n_predict": 6, "temperature": 0}),
+        )
+        .json();
+    let infill = s
+        .post(
+            "/infill",
+            &json!({"input_prefix": prefix, "input_suffix": suffix, "prompt": middle,
+                    "n_predict": 6, "temperature": 0}),
+        )
+        .json();
+    assert_eq!(infill["tokens_evaluated"], want.len(), "{infill}");
+    assert_eq!(infill["content"], reference["content"], "{infill}");
+    assert_eq!(infill["tokens_predicted"], 6);
+
+    // `suffix` on /v1/completions: the prompt is the prefix.
+    let want: Vec<u32> = [vec![1, pre], ids(prefix), vec![suf], ids(suffix), vec![mid]].concat();
+    let reference = s
+        .post(
+            "/completion",
+            &json!({"prompt": want, "n_predict": 6, "temperature": 0}),
+        )
+        .json();
+    let c = s
+        .post(
+            "/v1/completions",
+            &with(completion(prefix, 6), "suffix", json!(suffix)),
+        )
+        .json();
+    assert_eq!(c["usage"]["prompt_tokens"], want.len(), "{c}");
+    assert_eq!(c["choices"][0]["text"], reference["content"], "{c}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Models without FIM tokens.
+    for model in [hearth_tests::model_path(), hearth_tests::smollm2_path()]
+        .into_iter()
+        .flatten()
+    {
+        let s = Server::start_with(&model, &["--threads", "1", "--ctx-size", "128"]);
+        let r = s.post(
+            "/infill",
+            &json!({"input_prefix": "def f(", "input_suffix": "):", "n_predict": 4}),
+        );
+        let m = r.expect_error(400);
+        assert!(m.contains("no fill-in-the-middle tokens"), "{m}");
+        assert_eq!(r.json()["error"]["code"], 400);
+        let r = s.post(
+            "/v1/completions",
+            &with(completion("def f(", 4), "suffix", json!("):")),
+        );
+        let m = r.expect_error(400);
+        assert!(
+            m.contains("suffix") && m.contains("no fill-in-the-middle"),
+            "{m}"
+        );
+        // An empty suffix is a plain completion there.
+        let r = s.post(
+            "/v1/completions",
+            &with(completion("def f(", 4), "suffix", json!("")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}

@@ -1,6 +1,7 @@
 //! llama-server's own routes, for tools written against llama.cpp:
 //! `POST /completion` (its native completion: `n_predict`, `n_probs`,
 //! `return_tokens`, its result and streaming shapes, its errors),
+//! `POST /infill` (the same with a fill-in-the-middle prompt),
 //! `GET /props` (the slot context, the slot count, the chat template, the
 //! default sampling settings), `POST /apply-template` (the chat template
 //! rendered, not run) and `GET /slots` (501, as llama-server without
@@ -24,6 +25,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields, Options, Prompt};
+use super::fim::{self, Chunk, Parts};
 use super::routes::{
     blocking, body_object, check_model, default_seed, encode_prompt, piece_text, ready, submit,
 };
@@ -38,6 +40,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/apply-template", post(apply_template))
         .route("/slots", get(slots))
         .route("/completion", post(completion))
+        .route("/infill", post(infill))
 }
 
 /// `{"messages": [...]}` → `{"prompt": "..."}`: the text the chat template
@@ -265,6 +268,87 @@ async fn native_prompt(s: &Shared, prompt: Prompt) -> Result<Vec<u32>, Error> {
         return Err(Error::context(ids.len(), n_ctx));
     }
     Ok(ids)
+}
+
+/// `input_extra`: `[{"filename": ..., "text": ...}]` (`filename`
+/// defaults to `tmp`, as llama-server's).
+fn read_extra(m: &Map<String, Value>) -> Result<Vec<Chunk>, ApiError> {
+    let list = match m.get("input_extra") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(v) => {
+            return Err(ApiError::param(
+                "input_extra",
+                format!(
+                    "expected an array of {{\"filename\", \"text\"}}, got {}",
+                    api::kind(v)
+                ),
+            ))
+        }
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let p = format!("input_extra[{i}]");
+            let Value::Object(c) = c else {
+                return Err(ApiError::param(
+                    &p,
+                    format!("expected an object, got {}", api::kind(c)),
+                ));
+            };
+            let f = Fields(c);
+            let text = f
+                .str("text")
+                .map_err(|_| ApiError::param(&p, "`text` must be a string"))?;
+            let filename = f
+                .str("filename")
+                .map_err(|_| ApiError::param(&p, "`filename` must be a string"))?;
+            Ok(Chunk {
+                filename: filename.unwrap_or("tmp").to_string(),
+                text: text
+                    .ok_or_else(|| ApiError::param(&p, "`text` is required"))?
+                    .to_string(),
+            })
+        })
+        .collect()
+}
+
+/// llama-server's `/infill`: `input_prefix`, `input_suffix`, `input_extra`
+/// and `prompt` (the start of the middle) laid out with the model's FIM
+/// tokens ([`fim::infill_prompt`]), then run and answered as `/completion`.
+async fn infill(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
+    let r = async {
+        let ready = ready(&s)?;
+        let m = body_object(body)?;
+        let f = Fields(&m);
+        check_model(&s, f.str("model")?)?;
+        let (opts, native) = read_options(&m, ready.n_ctx)?;
+        let text = |k: &str| Ok::<_, ApiError>(f.str(k)?.unwrap_or("").to_string());
+        let parts = Parts {
+            prefix: text("input_prefix")?,
+            suffix: text("input_suffix")?,
+            extra: read_extra(&m)?,
+            prompt: text("prompt")?,
+        };
+        let bytes = parts.prefix.len() + parts.suffix.len() + parts.prompt.len();
+        let n_predict = opts.max_tokens.unwrap_or(0);
+        let ids = match fim::encode(ready, parts, n_predict, None).await {
+            Err(e) if e.code == Some("context_length_exceeded") => {
+                let least = bytes.div_ceil(ready.tok.max_token_bytes().max(1));
+                return Err(Error::context(least, ready.n_ctx));
+            }
+            r => r?,
+        };
+        if ids.len() >= ready.n_ctx {
+            return Err(Error::context(ids.len(), ready.n_ctx));
+        }
+        Ok::<_, Error>((ids, opts, native))
+    }
+    .await;
+    match r {
+        Ok((prompt, opts, native)) => run(&s, prompt, opts, native).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn completion(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {

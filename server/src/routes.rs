@@ -434,7 +434,27 @@ async fn completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Respo
         check_model(&s, f.str("model")?)?;
         let prompt = api::prompt(&f, ready.n_vocab)?;
         let opts = api::options(&f, Endpoint::Completion, default_seed())?;
-        let prompt = encode_prompt(ready, prompt).await?;
+        let prompt = match (f.str("suffix")?, prompt) {
+            // Fill-in-the-middle, as the editors' autocompletion sends it;
+            // an empty suffix to a model that cannot infill is a plain
+            // completion.
+            (Some(suffix), Prompt::Text(prefix)) if ready.fim.is_some() || !suffix.is_empty() => {
+                let parts = super::fim::Parts {
+                    prefix,
+                    suffix: suffix.to_string(),
+                    ..Default::default()
+                };
+                let n_predict = opts.max_tokens.unwrap_or(0);
+                super::fim::encode(ready, parts, n_predict, Some("suffix")).await?
+            }
+            (Some(s), Prompt::Tokens(_)) if !s.is_empty() => {
+                return Err(ApiError::param(
+                    "suffix",
+                    "fill-in-the-middle needs the prompt as text, not token ids",
+                ))
+            }
+            (_, prompt) => encode_prompt(ready, prompt).await?,
+        };
         Ok::<_, ApiError>((prompt, opts))
     }
     .await;
