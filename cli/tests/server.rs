@@ -602,6 +602,20 @@ fn openai_python_client() {
     });
 }
 
+/// Issue 15: `/v1/responses` through the `openai` client's
+/// `responses.create`: output items, usage, the streamed event order with
+/// sequence numbers, and the 400s for state and tools.
+#[test]
+fn openai_responses_python_client() {
+    let args = ["--api-key", "test-key", "--threads", "1"];
+    python_client("openai", "test_responses.py", &args, |addr| {
+        vec![
+            ("OPENAI_BASE_URL", format!("http://{addr}/v1")),
+            ("OPENAI_API_KEY", "test-key".into()),
+        ]
+    });
+}
+
 /// Issue 15: the `ollama` Python client's list/show/ps/chat/generate/pull.
 #[test]
 fn ollama_python_client() {
@@ -1756,5 +1770,61 @@ fn infill_and_suffix_lay_out_llamas_fim_prompt_or_say_the_model_cannot() {
             &with(completion("def f(", 4), "suffix", json!("")),
         );
         assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// Issue 15: `/v1/responses` (and `/responses`, as llama-server) on the
+/// wire: each server-sent event's `event:` name is its data's `type`, the
+/// text is what the whole response gives, and bad input is a 400 in
+/// OpenAI's shape naming the field.
+#[test]
+fn responses_events_are_named_by_their_type_and_bad_input_names_its_field() {
+    let Some(s) = Server::start(&["--threads", "1", "--ctx-size", "128"]) else {
+        return;
+    };
+    let body = json!({"input": "Name a colour.", "max_output_tokens": 6, "temperature": 0});
+    let whole = s.post("/responses", &body);
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let whole = whole.json();
+    let text = whole["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(whole["status"], "incomplete", "{whole}");
+    assert_eq!(whole["usage"]["output_tokens"], 6);
+    let r = s.post("/v1/responses", &with(body, "stream", json!(true)));
+    let raw = r.text();
+    let names: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let data: Vec<Value> = r
+        .sse()
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(names.len(), data.len(), "{raw}");
+    for (n, d) in names.iter().zip(&data) {
+        assert_eq!(d["type"], *n, "{d}");
+    }
+    let streamed: String = data
+        .iter()
+        .filter(|d| d["type"] == "response.output_text.delta")
+        .map(|d| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, text);
+    assert_eq!(names.last(), Some(&"response.incomplete"));
+    for (b, param) in [
+        (json!({"input": ""}), "input"),
+        (
+            json!({"input": "x", "max_output_tokens": 0}),
+            "max_output_tokens",
+        ),
+        (
+            json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "4"}]}),
+            "input[0].type",
+        ),
+        (json!({"input": "x", "store": true}), "store"),
+    ] {
+        let r = s.post("/v1/responses", &b);
+        r.expect_error(400);
+        assert_eq!(r.json()["error"]["param"], param, "{b}");
     }
 }

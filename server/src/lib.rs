@@ -21,6 +21,7 @@ mod llama;
 pub mod metrics;
 mod model_info;
 mod ollama;
+mod responses;
 mod routes;
 pub mod scheduler;
 mod security;

@@ -45,6 +45,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .merge(super::ollama::routes())
         .merge(super::llama::routes())
         .merge(super::anthropic::routes())
+        .merge(super::responses::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .layer(DefaultBodyLimit::max(shared.cfg.max_body))
