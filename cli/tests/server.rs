@@ -1810,7 +1810,14 @@ fn responses_events_are_named_by_their_type_and_bad_input_names_its_field() {
         .map(|d| d["delta"].as_str().unwrap())
         .collect();
     assert_eq!(streamed, text);
-    assert_eq!(names.last(), Some(&"response.incomplete"));
+    assert_eq!(names.last(), Some(&"response.completed"));
+    assert_eq!(data.last().unwrap()["response"]["status"], "incomplete");
+    // `max_output_tokens` past the context's room is a ceiling.
+    let r = s.post(
+        "/v1/responses",
+        &json!({"input": "Name a colour.", "max_output_tokens": 100000, "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
     for (b, param) in [
         (json!({"input": ""}), "input"),
         (

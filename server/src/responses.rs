@@ -253,7 +253,7 @@ async fn responses(State(s): St, body: Result<Bytes, BytesRejection>) -> Respons
         let f = Fields(&m);
         check_model(&s, f.str("model")?)?;
         refuse_unsupported(&f)?;
-        let opts = read_options(&m)?;
+        let mut opts = read_options(&m)?;
         let messages = read_messages(&f)?;
         let template = ready
             .template
@@ -263,6 +263,13 @@ async fn responses(State(s): St, body: Result<Bytes, BytesRejection>) -> Respons
         let shared = Arc::clone(&s);
         let prompt =
             blocking(move || encode_chat(&shared, &template, &tok, &messages, "input")).await?;
+        // `max_output_tokens` is a ceiling (OpenAI's "upper bound"): past
+        // the room the context leaves it becomes that room, and the
+        // response ends `incomplete` there.
+        let room = ready.n_ctx.saturating_sub(prompt.len());
+        if room > 0 {
+            opts.max_tokens = opts.max_tokens.map(|n| n.min(room));
+        }
         let rx = submit(&s, prompt, &opts)?;
         let echo = Echo {
             instructions: m.get("instructions").cloned().unwrap_or(Value::Null),
@@ -441,9 +448,9 @@ impl Streaming {
 /// `response.in_progress`, `response.output_item.added`,
 /// `response.content_part.added`, a `response.output_text.delta` per piece
 /// of text, `response.output_text.done`, `response.content_part.done`,
-/// `response.output_item.done`, then `response.completed` (or
-/// `response.incomplete` when `max_output_tokens` cut it), each with its
-/// `sequence_number`. A failure mid-way is an `error` event, and the end.
+/// `response.output_item.done`, then `response.completed` (whose
+/// response's `status` is `incomplete` when `max_output_tokens` cut it),
+/// each with its `sequence_number`. A failure mid-way is an `error` event, and the end.
 fn stream(out: Reply, rx: mpsc::UnboundedReceiver<Event>) -> impl IntoResponse {
     let mut st = Streaming {
         out,
@@ -487,12 +494,12 @@ fn stream(out: Reply, rx: mpsc::UnboundedReceiver<Event>) -> impl IntoResponse {
                         "response.output_item.done",
                         json!({"output_index": 0, "item": r["output"][0]}),
                     );
-                    let kind = if finish == Finish::Length {
-                        "response.incomplete"
-                    } else {
-                        "response.completed"
-                    };
-                    st.push(kind, json!({ "response": r }));
+                    // Always `response.completed`, its `status` saying
+                    // `incomplete` when cut: OpenAI names that event
+                    // `response.incomplete`, but the `openai` client's
+                    // stream helper and the Agents SDK wait for
+                    // `response.completed` (as llama-server and vLLM send).
+                    st.push("response.completed", json!({ "response": r }));
                     st.rx = None;
                 }
                 Some(Event::Error(e)) => {
