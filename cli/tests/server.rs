@@ -1739,6 +1739,16 @@ fn infill_and_suffix_lay_out_llamas_fim_prompt_or_say_the_model_cannot() {
         .json();
     assert_eq!(c["usage"]["prompt_tokens"], want.len(), "{c}");
     assert_eq!(c["choices"][0]["text"], reference["content"], "{c}");
+    // And on ollama's /api/generate, as Continue sends it.
+    let o = s
+        .post(
+            "/api/generate",
+            &json!({"prompt": prefix, "suffix": suffix, "stream": false,
+                    "options": {"num_predict": 6, "temperature": 0}}),
+        )
+        .json();
+    assert_eq!(o["prompt_eval_count"], want.len(), "{o}");
+    assert_eq!(o["response"], reference["content"], "{o}");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -1764,6 +1774,12 @@ fn infill_and_suffix_lay_out_llamas_fim_prompt_or_say_the_model_cannot() {
             m.contains("suffix") && m.contains("no fill-in-the-middle"),
             "{m}"
         );
+        let r = s.post(
+            "/api/generate",
+            &json!({"prompt": "def f(", "suffix": "):", "stream": false}),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("no fill-in-the-middle"), "{}", r.text());
         // An empty suffix is a plain completion there.
         let r = s.post(
             "/v1/completions",

@@ -189,7 +189,11 @@ struct Native {
 /// reuses the longest cached prefix, and the result does not depend on it).
 fn read_options(m: &Map<String, Value>, n_ctx: usize) -> Result<(Options, Native), ApiError> {
     let f = Fields(m);
-    let n_predict = f.int_in("n_predict", -1, i64::from(u32::MAX))?;
+    // llama-server reads `max_tokens` where `n_predict` is absent.
+    let n_predict = match f.int_in("n_predict", -1, i64::from(u32::MAX))? {
+        Some(n) => Some(n),
+        None => f.int_in("max_tokens", -1, i64::from(u32::MAX))?,
+    };
     let n_probs = f.int_in("n_probs", 0, api::MAX_TOP_LOGPROBS)?.unwrap_or(0) as usize;
     let return_tokens = f.bool("return_tokens")?.unwrap_or(false);
     f.bool("cache_prompt")?;
@@ -651,7 +655,9 @@ mod tests {
         assert_eq!((o.sampling.seed, o.sampling.penalty_last_n), (42, 256));
         assert!(o.stream && n.return_tokens);
         assert_eq!(o.stop, ["x"]);
-        let (o, n) = read(r#"{"n_predict": -1, "seed": -1}"#).unwrap();
+        let (o, _) = read(r#"{"max_tokens": 3}"#).unwrap();
+        assert_eq!(o.max_tokens, Some(3));
+        let (o, n) = read(r#"{"n_predict": -1, "seed": -1, "max_tokens": 3}"#).unwrap();
         assert_eq!((o.max_tokens, n.n_predict), (None, None));
         assert_ne!(o.sampling.seed, u64::MAX, "-1 draws a seed");
         for (b, param) in [
