@@ -1723,6 +1723,20 @@ fn infill_and_suffix_lay_out_llamas_fim_prompt_or_say_the_model_cannot() {
     assert_eq!(infill["content"], reference["content"], "{infill}");
     assert_eq!(infill["tokens_predicted"], 6);
 
+    // A whole file around the cursor, far past the context: its end before
+    // the cursor and its start after are used, as llama-server cuts them.
+    let big = s
+        .post(
+            "/infill",
+            &json!({"input_prefix": "the a ".repeat(20000), "input_suffix": "in ".repeat(20000),
+                    "n_predict": 2, "temperature": 0}),
+        )
+        .json();
+    assert_eq!(big["tokens_predicted"], 2, "{big}");
+    // A batch of 256 / 2 = 128: 96 prefix tokens, 128 / 4 - 2 = 30 suffix
+    // tokens, BOS and the three FIM tokens.
+    assert_eq!(big["tokens_evaluated"], 96 + 30 + 4, "{big}");
+
     // `suffix` on /v1/completions: the prompt is the prefix.
     let want: Vec<u32> = [vec![1, pre], ids(prefix), vec![suf], ids(suffix), vec![mid]].concat();
     let reference = s

@@ -195,6 +195,18 @@ pub(crate) struct Parts {
     pub prompt: String,
 }
 
+impl Parts {
+    /// Bytes of text in all the parts.
+    pub fn bytes(&self) -> usize {
+        let extra: usize = self
+            .extra
+            .iter()
+            .map(|c| c.text.len() + c.filename.len())
+            .sum();
+        self.prefix.len() + self.suffix.len() + self.prompt.len() + extra
+    }
+}
+
 /// The infill prompt of `parts` for the served model ([`infill_prompt`]),
 /// with llama-server's batch of 2048 tokens (half the context if that is
 /// less) for the prefix and suffix. A model without FIM tokens is a 400
@@ -215,27 +227,47 @@ pub(crate) async fn encode(
             None => ApiError::bad_request(format!("{why}{NO_FIM}")),
         });
     };
-    let bytes = parts.prefix.len()
-        + parts.suffix.len()
-        + parts.prompt.len()
-        + parts
-            .extra
-            .iter()
-            .map(|c| c.text.len() + c.filename.len())
-            .sum::<usize>();
-    check_prompt_bytes(&ready.tok, ready.n_ctx, bytes)?;
-    let tok = Arc::clone(&ready.tok);
     let budget = Budget {
         n_batch: (ready.n_ctx / 2).min(2048),
         n_ctx: ready.n_ctx,
         n_predict,
     };
+    // Only the end of the prefix and the start of the suffix are used:
+    // cut them by bytes first, so that a whole file sent around the
+    // cursor is neither refused nor tokenized in full. A token spans at
+    // most `max_token_bytes` bytes, so what is kept has more tokens than
+    // are taken (one more than that, for the word the cut splits).
+    let most = ready.tok.max_token_bytes().max(1);
+    let quarter = budget.n_batch / 4;
+    let mut parts = parts;
+    parts.prefix = tail(&parts.prefix, (3 * quarter + 2) * most).to_string();
+    parts.suffix = head(&parts.suffix, (quarter + 2) * most).to_string();
+    check_prompt_bytes(&ready.tok, ready.n_ctx, parts.bytes())?;
+    let tok = Arc::clone(&ready.tok);
     blocking(move || {
         let bos = tok.add_bos().then(|| tok.bos()).flatten();
         infill_prompt(&fim, bos, budget, &parts, |t| tok.encode(t, false, false))
             .map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .await
+}
+
+/// The last `n` bytes of `s` or a little less, starting on a character.
+fn tail(s: &str, n: usize) -> &str {
+    let mut i = s.len().saturating_sub(n);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+/// The first `n` bytes of `s` or a little less, ending on a character.
+fn head(s: &str, n: usize) -> &str {
+    let mut i = n.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    &s[..i]
 }
 
 #[cfg(test)]
@@ -270,6 +302,18 @@ mod tests {
             n_ctx: 8192,
             n_predict: 16,
         }
+    }
+
+    #[test]
+    fn cuts_by_bytes_fall_on_characters() {
+        assert_eq!(tail("abcdef", 2), "ef");
+        assert_eq!(tail("ab", 9), "ab");
+        assert_eq!(head("abcdef", 2), "ab");
+        assert_eq!(head("ab", 9), "ab");
+        // "é" is two bytes: a cut inside it leaves it out.
+        assert_eq!(tail("aé", 1), "");
+        assert_eq!(head("éa", 1), "");
+        assert_eq!(tail("aé", 2), "é");
     }
 
     #[test]

@@ -334,7 +334,7 @@ async fn infill(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
             extra: read_extra(&m)?,
             prompt: text("prompt")?,
         };
-        let bytes = parts.prefix.len() + parts.suffix.len() + parts.prompt.len();
+        let bytes = parts.bytes();
         let n_predict = opts.max_tokens.unwrap_or(0);
         let ids = match fim::encode(ready, parts, n_predict, None).await {
             Err(e) if e.code == Some("context_length_exceeded") => {
