@@ -222,3 +222,16 @@ pub fn tiny_prompt() -> Vec<u32> {
     ids.extend((0..23).map(|i| 259 + (i * 37 % (N_VOCAB as u32 - 259))));
     ids
 }
+
+/// The tiny `arch` model with `tokenizer.ggml.fim_{pre,suf,mid}_token_id`
+/// naming the three ids of `fim` (ordinary pieces of its vocabulary), for
+/// the fill-in-the-middle routes: neither real model here has FIM tokens.
+pub fn tiny_fim_model(arch: &str, fim: [u32; 3]) -> Vec<u8> {
+    let bytes = tiny_model(arch);
+    let g = hearth_gguf::parse(&bytes).expect("the tiny model parses");
+    let mut w = GgufWriter::from_gguf(&g).expect("its metadata is UTF-8");
+    for (k, id) in ["pre", "suf", "mid"].iter().zip(fim) {
+        w.kv(format!("tokenizer.ggml.fim_{k}_token_id"), id);
+    }
+    w.to_bytes().expect("the tiny model is valid")
+}

@@ -202,8 +202,19 @@ fn completions_stream_and_whole_agree_with_usage_stop_and_logprobs() {
         finish.as_deref(),
         whole["choices"][0]["finish_reason"].as_str()
     );
+    // Issue 15: the first chunk carries the role alone, as llama-server
+    // and OpenAI send it; the text comes in the later chunks, without it.
     let first: Value = serde_json::from_str(&events[0]).unwrap();
-    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(
+        first["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
+    for e in &events[1..events.len() - 1] {
+        let c: Value = serde_json::from_str(e).unwrap();
+        for choice in c["choices"].as_array().unwrap() {
+            assert!(choice["delta"].get("role").is_none(), "{c}");
+        }
+    }
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage["usage"], {
         let mut u = whole["usage"].clone();
@@ -584,6 +595,20 @@ fn python_client(
 fn openai_python_client() {
     let args = ["--parallel", "2", "--api-key", "test-key", "--threads", "1"];
     python_client("openai", "test_openai.py", &args, |addr| {
+        vec![
+            ("OPENAI_BASE_URL", format!("http://{addr}/v1")),
+            ("OPENAI_API_KEY", "test-key".into()),
+        ]
+    });
+}
+
+/// Issue 15: `/v1/responses` through the `openai` client's
+/// `responses.create`: output items, usage, the streamed event order with
+/// sequence numbers, and the 400s for state and tools.
+#[test]
+fn openai_responses_python_client() {
+    let args = ["--api-key", "test-key", "--threads", "1"];
+    python_client("openai", "test_responses.py", &args, |addr| {
         vec![
             ("OPENAI_BASE_URL", format!("http://{addr}/v1")),
             ("OPENAI_API_KEY", "test-key".into()),
@@ -1516,4 +1541,327 @@ fn a_prompt_past_the_context_is_refused_as_more_than_n_ctx_tokens() {
     assert!(m.contains("more than 512 tokens"), "{m}");
     let r = s.post("/tokenize", &json!({"content": "ab ab"}));
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Issue 15: llama-server's native `/completion`: the text `/v1/completions`
+/// gives for the same greedy request, `tokens` and `completion_probabilities`
+/// when asked, token-id prompts, its stream (`"stop": false` chunks, then
+/// the final result with `"stop": true`, no `[DONE]`), `stop_type`, and a
+/// prompt past the context as its `exceed_context_size_error`.
+#[test]
+fn llama_native_completion_whole_streamed_and_its_errors() {
+    let Some(s) = Server::start(&["--threads", "1", "--ctx-size", "128"]) else {
+        return;
+    };
+    let prompt = "The capital of France is";
+    let body = json!({"prompt": prompt, "n_predict": 8, "temperature": 0,
+                      "return_tokens": true, "n_probs": 2, "cache_prompt": true});
+    let r = s.post("/completion", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let whole = r.json();
+    let content = whole["content"].as_str().unwrap().to_string();
+    let oai = s.post("/v1/completions", &completion(prompt, 8)).json();
+    assert_eq!(content, oai["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(whole["stop"], true);
+    assert_eq!(whole["stop_type"], "limit");
+    assert_eq!(whole["tokens_predicted"], 8);
+    assert_eq!(whole["timings"]["predicted_n"], 8);
+    assert_eq!(
+        whole["tokens_evaluated"], oai["usage"]["prompt_tokens"],
+        "{whole}"
+    );
+    assert_eq!(whole["generation_settings"]["n_predict"], 8);
+    let tokens = whole["tokens"].as_array().unwrap().clone();
+    assert_eq!(tokens.len(), 8);
+    let detok = s.post("/detokenize", &json!({ "tokens": tokens })).json();
+    assert_eq!(detok["content"], content.as_str());
+    let probs = whole["completion_probabilities"].as_array().unwrap();
+    assert_eq!(probs.len(), 8);
+    for (p, t) in probs.iter().zip(&tokens) {
+        assert_eq!(&p["id"], t);
+        assert!(p["logprob"].as_f64().unwrap() <= 0.0, "{p}");
+        assert_eq!(p["top_logprobs"].as_array().unwrap().len(), 2, "{p}");
+        // Greedy: the token drawn is the most likely one.
+        assert_eq!(p["top_logprobs"][0]["id"], p["id"], "{p}");
+    }
+
+    // The prompt as token ids gives the same text.
+    let ids = s
+        .post(
+            "/tokenize",
+            &json!({"content": prompt, "add_special": true}),
+        )
+        .json()["tokens"]
+        .clone();
+    let by_ids = s
+        .post(
+            "/completion",
+            &json!({"prompt": ids, "n_predict": 8, "temperature": 0}),
+        )
+        .json();
+    assert_eq!(by_ids["content"], content.as_str());
+    assert_eq!(by_ids["tokens"], json!([]), "no return_tokens");
+
+    // Streamed: the same text in `stop: false` chunks, then the result.
+    let r = s.post("/completion", &with(body.clone(), "stream", json!(true)));
+    assert_eq!(r.status, 200);
+    let events: Vec<Value> = r
+        .sse()
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|_| panic!("{e}")))
+        .collect();
+    let (last, chunks) = events.split_last().unwrap();
+    assert!(chunks.iter().all(|c| c["stop"] == false), "{events:?}");
+    let text: String = chunks
+        .iter()
+        .map(|c| c["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, content);
+    let streamed_ids: Vec<Value> = chunks
+        .iter()
+        .flat_map(|c| c["tokens"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(streamed_ids, tokens);
+    assert!(chunks
+        .iter()
+        .all(|c| c["completion_probabilities"].as_array().unwrap().len() == 1));
+    assert_eq!(
+        (&last["stop"], &last["stop_type"], &last["content"]),
+        (&json!(true), &json!("limit"), &json!(""))
+    );
+    assert_eq!(last["tokens_predicted"], 8);
+    assert!(!r.text().contains("[DONE]"));
+
+    // A stop word.
+    let word = content.trim_start().split(' ').nth(1).expect("two words");
+    let stopped = s
+        .post("/completion", &with(body.clone(), "stop", json!([word])))
+        .json();
+    assert_eq!(stopped["stop_type"], "word", "{stopped}");
+    assert_eq!(stopped["stopping_word"], word);
+    assert!(!stopped["content"].as_str().unwrap().contains(word));
+
+    // n_predict 0 evaluates nothing.
+    let none = s
+        .post("/completion", &json!({"prompt": prompt, "n_predict": 0}))
+        .json();
+    assert_eq!(
+        (&none["content"], &none["tokens_predicted"]),
+        (&json!(""), &json!(0))
+    );
+
+    // Past the context, as text and as ids: llama's error shape.
+    for p in [json!("ab ".repeat(400)), json!(vec![100; 128])] {
+        let r = s.post("/completion", &json!({"prompt": p, "n_predict": 4}));
+        assert_eq!(r.status, 400, "{}", r.text());
+        let e = &r.json()["error"];
+        assert_eq!(e["type"], "exceed_context_size_error", "{e}");
+        assert_eq!(
+            (e["code"].as_u64(), e["n_ctx"].as_u64()),
+            (Some(400), Some(128))
+        );
+        assert!(e["n_prompt_tokens"].as_u64().unwrap() >= 128, "{e}");
+    }
+    let e = s
+        .post("/completion", &json!({"prompt": prompt, "n_probs": 99}))
+        .json();
+    assert_eq!(
+        (&e["error"]["code"], &e["error"]["type"]),
+        (&json!(400), &json!("invalid_request_error"))
+    );
+}
+
+/// Issue 15: fill-in-the-middle on a model with FIM tokens (the tiny
+/// random llama, whose GGUF names three of its pieces as
+/// `fim_pre`/`fim_suf`/`fim_mid`): `/infill` and `/v1/completions` with
+/// `suffix` run exactly the prompt llama-server builds, BOS, prefix,
+/// prompt, suffix, middle, which `/completion` given those ids answers
+/// alike; the real models have none and get a 400 saying so.
+#[test]
+fn infill_and_suffix_lay_out_llamas_fim_prompt_or_say_the_model_cannot() {
+    let (pre, suf, mid) = (300u32, 301u32, 302u32);
+    let dir = std::env::temp_dir().join(format!("hearth-fim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tiny-fim.gguf");
+    std::fs::write(
+        &path,
+        hearth_tests::tiny::tiny_fim_model("llama", [pre, suf, mid]),
+    )
+    .unwrap();
+    let s = Server::start_with(&path, &["--threads", "1", "--ctx-size", "256"]);
+    let ids = |text: &str| -> Vec<u32> {
+        let r = s.post(
+            "/tokenize",
+            &json!({"content": text, "parse_special": false}),
+        );
+        serde_json::from_value(r.json()["tokens"].clone()).unwrap()
+    };
+    let (prefix, middle, suffix) = ("the a", " he", "in ant");
+    let want: Vec<u32> = [
+        vec![1, pre],
+        ids(prefix),
+        ids(middle),
+        vec![suf],
+        ids(suffix),
+        vec![mid],
+    ]
+    .concat();
+    let reference = s
+        .post(
+            "/completion",
+            &json!({"prompt": want, "n_predict": 6, "temperature": 0}),
+        )
+        .json();
+    let infill = s
+        .post(
+            "/infill",
+            &json!({"input_prefix": prefix, "input_suffix": suffix, "prompt": middle,
+                    "n_predict": 6, "temperature": 0}),
+        )
+        .json();
+    assert_eq!(infill["tokens_evaluated"], want.len(), "{infill}");
+    assert_eq!(infill["content"], reference["content"], "{infill}");
+    assert_eq!(infill["tokens_predicted"], 6);
+
+    // A whole file around the cursor, far past the context: its end before
+    // the cursor and its start after are used, as llama-server cuts them.
+    let big = s
+        .post(
+            "/infill",
+            &json!({"input_prefix": "the a ".repeat(20000), "input_suffix": "in ".repeat(20000),
+                    "n_predict": 2, "temperature": 0}),
+        )
+        .json();
+    assert_eq!(big["tokens_predicted"], 2, "{big}");
+    // A batch of 256 / 2 = 128: 96 prefix tokens, 128 / 4 - 2 = 30 suffix
+    // tokens, BOS and the three FIM tokens.
+    assert_eq!(big["tokens_evaluated"], 96 + 30 + 4, "{big}");
+
+    // `suffix` on /v1/completions: the prompt is the prefix.
+    let want: Vec<u32> = [vec![1, pre], ids(prefix), vec![suf], ids(suffix), vec![mid]].concat();
+    let reference = s
+        .post(
+            "/completion",
+            &json!({"prompt": want, "n_predict": 6, "temperature": 0}),
+        )
+        .json();
+    let c = s
+        .post(
+            "/v1/completions",
+            &with(completion(prefix, 6), "suffix", json!(suffix)),
+        )
+        .json();
+    assert_eq!(c["usage"]["prompt_tokens"], want.len(), "{c}");
+    assert_eq!(c["choices"][0]["text"], reference["content"], "{c}");
+    // And on ollama's /api/generate, as Continue sends it.
+    let o = s
+        .post(
+            "/api/generate",
+            &json!({"prompt": prefix, "suffix": suffix, "stream": false,
+                    "options": {"num_predict": 6, "temperature": 0}}),
+        )
+        .json();
+    assert_eq!(o["prompt_eval_count"], want.len(), "{o}");
+    assert_eq!(o["response"], reference["content"], "{o}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Models without FIM tokens.
+    for model in [hearth_tests::model_path(), hearth_tests::smollm2_path()]
+        .into_iter()
+        .flatten()
+    {
+        let s = Server::start_with(&model, &["--threads", "1", "--ctx-size", "128"]);
+        let r = s.post(
+            "/infill",
+            &json!({"input_prefix": "def f(", "input_suffix": "):", "n_predict": 4}),
+        );
+        let m = r.expect_error(400);
+        assert!(m.contains("no fill-in-the-middle tokens"), "{m}");
+        assert_eq!(r.json()["error"]["code"], 400);
+        let r = s.post(
+            "/v1/completions",
+            &with(completion("def f(", 4), "suffix", json!("):")),
+        );
+        let m = r.expect_error(400);
+        assert!(
+            m.contains("suffix") && m.contains("no fill-in-the-middle"),
+            "{m}"
+        );
+        let r = s.post(
+            "/api/generate",
+            &json!({"prompt": "def f(", "suffix": "):", "stream": false}),
+        );
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("no fill-in-the-middle"), "{}", r.text());
+        // An empty suffix is a plain completion there.
+        let r = s.post(
+            "/v1/completions",
+            &with(completion("def f(", 4), "suffix", json!("")),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// Issue 15: `/v1/responses` (and `/responses`, as llama-server) on the
+/// wire: each server-sent event's `event:` name is its data's `type`, the
+/// text is what the whole response gives, and bad input is a 400 in
+/// OpenAI's shape naming the field.
+#[test]
+fn responses_events_are_named_by_their_type_and_bad_input_names_its_field() {
+    let Some(s) = Server::start(&["--threads", "1", "--ctx-size", "128"]) else {
+        return;
+    };
+    let body = json!({"input": "Name a colour.", "max_output_tokens": 6, "temperature": 0});
+    let whole = s.post("/responses", &body);
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    let whole = whole.json();
+    let text = whole["output"][0]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(whole["status"], "incomplete", "{whole}");
+    assert_eq!(whole["usage"]["output_tokens"], 6);
+    let r = s.post("/v1/responses", &with(body, "stream", json!(true)));
+    let raw = r.text();
+    let names: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let data: Vec<Value> = r
+        .sse()
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(names.len(), data.len(), "{raw}");
+    for (n, d) in names.iter().zip(&data) {
+        assert_eq!(d["type"], *n, "{d}");
+    }
+    let streamed: String = data
+        .iter()
+        .filter(|d| d["type"] == "response.output_text.delta")
+        .map(|d| d["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, text);
+    assert_eq!(names.last(), Some(&"response.completed"));
+    assert_eq!(data.last().unwrap()["response"]["status"], "incomplete");
+    // `max_output_tokens` past the context's room is a ceiling.
+    let r = s.post(
+        "/v1/responses",
+        &json!({"input": "Name a colour.", "max_output_tokens": 100000, "temperature": 0}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (b, param) in [
+        (json!({"input": ""}), "input"),
+        (
+            json!({"input": "x", "max_output_tokens": 0}),
+            "max_output_tokens",
+        ),
+        (
+            json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "4"}]}),
+            "input[0].type",
+        ),
+        (json!({"input": "x", "store": true}), "store"),
+    ] {
+        let r = s.post("/v1/responses", &b);
+        r.expect_error(400);
+        assert_eq!(r.json()["error"]["param"], param, "{b}");
+    }
 }

@@ -16,10 +16,12 @@
 mod anthropic;
 pub mod api;
 pub mod conn;
+mod fim;
 mod llama;
 pub mod metrics;
 mod model_info;
 mod ollama;
+mod responses;
 mod routes;
 pub mod scheduler;
 mod security;
@@ -112,6 +114,8 @@ pub(crate) struct Ready {
     pub n_ctx: usize,
     pub n_vocab: usize,
     pub info: model_info::ModelInfo,
+    /// The vocabulary's fill-in-the-middle tokens, if it has them.
+    pub fim: Option<fim::Fim>,
     pub watch: Option<FileWatch>,
 }
 
@@ -324,7 +328,9 @@ where
         model.hparams.n_ctx_train,
         template.as_ref().ok().and_then(ChatTemplate::source),
     );
+    let fim = fim::Fim::find(&model.file, &tok);
     let _ = shared.ready.set(Ready {
+        fim,
         tok: Arc::clone(&tok),
         template,
         n_ctx,

@@ -216,6 +216,20 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
         let raw = f.bool("raw")?.unwrap_or(false);
         let o = openai_fields(&m)?;
         let opts = api::options(&Fields(&o), Endpoint::Completion, default_seed())?;
+        // With a non-empty `suffix` (Continue's autocompletion), a
+        // fill-in-the-middle prompt, as ollama builds one from a template
+        // that supports it; a model without FIM tokens gets a 400.
+        if let Some(suffix) = f.str("suffix")?.filter(|x| !x.is_empty()) {
+            let parts = super::fim::Parts {
+                prefix: prompt,
+                suffix: suffix.to_string(),
+                ..Default::default()
+            };
+            let n_predict = opts.max_tokens.unwrap_or(0);
+            let ids = super::fim::encode(ready, parts, n_predict, Some("suffix")).await?;
+            let rx = submit(&s, ids, &opts)?;
+            return Ok((rx, opts.stream));
+        }
         let tok = Arc::clone(&ready.tok);
         let n_ctx = ready.n_ctx;
         let template = ready.template.clone();

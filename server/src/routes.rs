@@ -45,6 +45,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .merge(super::ollama::routes())
         .merge(super::llama::routes())
         .merge(super::anthropic::routes())
+        .merge(super::responses::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), guard))
         .layer(DefaultBodyLimit::max(shared.cfg.max_body))
@@ -335,7 +336,7 @@ async fn detokenize(
     Ok(Json(json!({"content": r.tok.decode(&ids)})))
 }
 
-fn piece_text(tok: &Tokenizer, id: u32) -> String {
+pub(crate) fn piece_text(tok: &Tokenizer, id: u32) -> String {
     String::from_utf8_lossy(tok.token_to_piece(id).unwrap_or_default()).into_owned()
 }
 
@@ -434,18 +435,26 @@ async fn completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Respo
         check_model(&s, f.str("model")?)?;
         let prompt = api::prompt(&f, ready.n_vocab)?;
         let opts = api::options(&f, Endpoint::Completion, default_seed())?;
-        let prompt = match prompt {
-            Prompt::Tokens(t) => t,
-            Prompt::Text(text) => {
-                check_prompt_bytes(&ready.tok, ready.n_ctx, text.len())?;
-                let tok = Arc::clone(&ready.tok);
-                let n_ctx = ready.n_ctx;
-                blocking(move || {
-                    tok.encode_at_most(&text, true, true, n_ctx)
-                        .map_err(|e| ApiError::param("prompt", e.to_string()))
-                })
-                .await?
+        let prompt = match (f.str("suffix")?, prompt) {
+            // Fill-in-the-middle, as the editors' autocompletion sends it;
+            // an empty suffix to a model that cannot infill is a plain
+            // completion.
+            (Some(suffix), Prompt::Text(prefix)) if ready.fim.is_some() || !suffix.is_empty() => {
+                let parts = super::fim::Parts {
+                    prefix,
+                    suffix: suffix.to_string(),
+                    ..Default::default()
+                };
+                let n_predict = opts.max_tokens.unwrap_or(0);
+                super::fim::encode(ready, parts, n_predict, Some("suffix")).await?
             }
+            (Some(s), Prompt::Tokens(_)) if !s.is_empty() => {
+                return Err(ApiError::param(
+                    "suffix",
+                    "fill-in-the-middle needs the prompt as text, not token ids",
+                ))
+            }
+            (_, prompt) => encode_prompt(ready, prompt).await?,
         };
         Ok::<_, ApiError>((prompt, opts))
     }
@@ -453,6 +462,25 @@ async fn completions(State(s): St, body: Result<Bytes, BytesRejection>) -> Respo
     match r {
         Ok((prompt, opts)) => generate(s, prompt, opts, Endpoint::Completion).await,
         Err(e) => e.into_response(),
+    }
+}
+
+/// A completion's prompt as tokens: text is tokenized with the model's
+/// BOS and special-token text parsed (as llama-server), only until it
+/// passes the context; token ids are taken as they are.
+pub(crate) async fn encode_prompt(ready: &Ready, prompt: Prompt) -> Result<Vec<u32>, ApiError> {
+    match prompt {
+        Prompt::Tokens(t) => Ok(t),
+        Prompt::Text(text) => {
+            check_prompt_bytes(&ready.tok, ready.n_ctx, text.len())?;
+            let tok = Arc::clone(&ready.tok);
+            let n_ctx = ready.n_ctx;
+            blocking(move || {
+                tok.encode_at_most(&text, true, true, n_ctx)
+                    .map_err(|e| ApiError::param("prompt", e.to_string()))
+            })
+            .await
+        }
     }
 }
 
@@ -735,6 +763,13 @@ impl Streaming {
             if self.done {
                 return None;
             }
+            if self.out.endpoint == Endpoint::Chat && !self.sent_role {
+                // As llama-server and OpenAI: the first chunk carries the
+                // role alone (with empty content), the text comes after.
+                let c = self.chunk(Some(""), None, None);
+                self.sent_role = true;
+                return Some(sse_json(&c));
+            }
             match self.rx.recv().await {
                 Some(Event::Token { text, logprobs, .. }) => {
                     let lp = logprobs.map(|lp| match self.out.endpoint {
@@ -745,12 +780,11 @@ impl Streaming {
                             l.to_json()
                         }
                     });
-                    if text.is_empty() && lp.is_none() && self.sent_role {
+                    if text.is_empty() && lp.is_none() {
                         continue;
                     }
                     self.text_len += text.len();
                     let c = self.chunk(Some(&text), lp, None);
-                    self.sent_role = true;
                     return Some(sse_json(&c));
                 }
                 Some(Event::Done { finish, usage }) => {
