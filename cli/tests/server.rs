@@ -560,17 +560,30 @@ fn python_client(
     args: &[&str],
     env: impl Fn(&str) -> Vec<(&'static str, String)>,
 ) {
-    if !python_has(module) {
-        return;
-    }
-    let Some(s) = Server::start(args) else {
+    let Some(model) = python_has(module).then(hearth_tests::model_path).flatten() else {
         return;
     };
+    python_client_on(&model, script, args, env);
+}
+
+/// [`python_client`] on the model file `model` (its id is the file's stem).
+fn python_client_on(
+    model: &std::path::Path,
+    script: &str,
+    args: &[&str],
+    env: impl Fn(&str) -> Vec<(&'static str, String)>,
+) {
+    let s = Server::start_with(model, args);
+    let id = model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
     let script = format!("{}/../tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
         .arg(script)
         .envs(env(&s.addr))
-        .env("HEARTH_MODEL_ID", "gemma-3-270m-q4_k_m")
+        .env("HEARTH_MODEL_ID", id)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -587,6 +600,29 @@ fn openai_python_client() {
         vec![
             ("OPENAI_BASE_URL", format!("http://{addr}/v1")),
             ("OPENAI_API_KEY", "test-key".into()),
+        ]
+    });
+}
+
+/// Issue 14: structured output on SmolLM2 through the `openai` client:
+/// `response_format` json_schema (nested objects, arrays with min/max
+/// items, enums, anyOf, string patterns, bounded numbers; whole, streamed
+/// and sampled) and json_object, `chat.completions.parse` with a pydantic
+/// model, completions, llama.cpp's `json_schema` and GBNF `grammar`,
+/// ollama's `format`; every output validated by `jsonschema`; invalid
+/// schemas and grammars are 400s naming the parameter.
+#[test]
+fn structured_output_python_client() {
+    if !(python_has("openai") && python_has("jsonschema") && python_has("pydantic")) {
+        return;
+    }
+    let Some(model) = hearth_tests::smollm2_path() else {
+        return;
+    };
+    python_client_on(&model, "test_structured.py", &["--threads", "2"], |addr| {
+        vec![
+            ("OPENAI_BASE_URL", format!("http://{addr}/v1")),
+            ("HEARTH_BASE_URL", format!("http://{addr}")),
         ]
     });
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use hearth::chat::Message;
+use hearth::constraint::Grammar;
 use hearth::sampler::SamplerConfig;
 
 /// An error response in OpenAI's shape.
@@ -205,6 +206,138 @@ pub struct Options {
     pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
+    /// The grammar the output must follow (`response_format`, `grammar`,
+    /// `json_schema`).
+    pub grammar: Option<GrammarRequest>,
+}
+
+/// A grammar asked for, and the parameter that asked (named by the 400 when
+/// it does not compile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrammarRequest {
+    pub param: String,
+    pub grammar: Grammar,
+}
+
+impl GrammarRequest {
+    fn new(param: &str, grammar: Grammar) -> Option<GrammarRequest> {
+        Some(GrammarRequest {
+            param: param.to_string(),
+            grammar,
+        })
+    }
+}
+
+/// A JSON schema: an object or a boolean.
+fn schema_value(param: &str, v: &Value) -> Result<Value, ApiError> {
+    match v {
+        Value::Object(_) | Value::Bool(_) => Ok(v.clone()),
+        v => Err(ApiError::param(
+            param,
+            format!("a JSON schema is an object or a boolean, got {}", kind(v)),
+        )),
+    }
+}
+
+/// Reads OpenAI's `response_format` (`text`, `json_object`, `json_schema`
+/// with `{name, schema, strict}`) and llama.cpp's `grammar` (GBNF) and
+/// `json_schema`; at most one of them may ask for a grammar.
+pub fn grammar(f: &Fields<'_>) -> Result<Option<GrammarRequest>, ApiError> {
+    let mut found: Vec<GrammarRequest> = Vec::new();
+    if let Some(rf) = f.get("response_format") {
+        let Value::Object(rf) = rf else {
+            return Err(ApiError::param(
+                "response_format",
+                format!("expected an object, got {}", kind(rf)),
+            ));
+        };
+        let rf = Fields(rf);
+        let t = rf
+            .str("type")
+            .map_err(|_| ApiError::param("response_format.type", "expected a string"))?;
+        match t {
+            Some("text") => {}
+            Some("json_object") => {
+                // llama.cpp also takes a schema here.
+                let g = match rf.get("schema") {
+                    Some(v) => Grammar::JsonSchema(schema_value("response_format.schema", v)?),
+                    None => Grammar::JsonObject,
+                };
+                found.extend(GrammarRequest::new("response_format", g));
+            }
+            Some("json_schema") => {
+                let p = "response_format.json_schema";
+                let js = match rf.get("json_schema") {
+                    Some(Value::Object(o)) => o,
+                    Some(v) => {
+                        return Err(ApiError::param(
+                            p,
+                            format!("expected an object, got {}", kind(v)),
+                        ))
+                    }
+                    None => return Err(ApiError::param(p, "is required")),
+                };
+                let js = Fields(js);
+                js.str("name")
+                    .map_err(|_| ApiError::param(&format!("{p}.name"), "expected a string"))?;
+                js.bool("strict")
+                    .map_err(|_| ApiError::param(&format!("{p}.strict"), "expected a boolean"))?;
+                let sp = format!("{p}.schema");
+                // OpenAI: a missing schema is any JSON value.
+                let schema = match js.get("schema") {
+                    Some(v) => schema_value(&sp, v)?,
+                    None => Value::Bool(true),
+                };
+                found.extend(GrammarRequest::new(&sp, Grammar::JsonSchema(schema)));
+            }
+            Some(t) => {
+                return Err(ApiError::param(
+                    "response_format.type",
+                    format!("unknown type {t:?}; expected text, json_object or json_schema"),
+                ))
+            }
+            None => return Err(ApiError::param("response_format.type", "is required")),
+        }
+    }
+    if let Some(g) = f.str("grammar")? {
+        if !g.trim().is_empty() {
+            found.extend(GrammarRequest::new("grammar", Grammar::Gbnf(g.to_string())));
+        }
+    }
+    if let Some(v) = f.get("json_schema") {
+        let schema = schema_value("json_schema", v)?;
+        found.extend(GrammarRequest::new(
+            "json_schema",
+            Grammar::JsonSchema(schema),
+        ));
+    }
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|g| g.param.as_str()).collect();
+        return Err(ApiError::param(
+            &found[1].param,
+            format!("give only one grammar; got {}", names.join(" and ")),
+        ));
+    }
+    Ok(found.pop())
+}
+
+/// Reads ollama's `format`: `"json"`, or a JSON schema object.
+pub fn ollama_format(f: &Fields<'_>) -> Result<Option<GrammarRequest>, ApiError> {
+    match f.get("format") {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => {
+            Ok(GrammarRequest::new("format", Grammar::JsonObject))
+        }
+        Some(Value::Object(_)) | Some(Value::Bool(_)) => {
+            let schema = schema_value("format", f.get("format").unwrap_or(&Value::Null))?;
+            Ok(GrammarRequest::new("format", Grammar::JsonSchema(schema)))
+        }
+        Some(v) => Err(ApiError::param(
+            "format",
+            format!("expected \"json\" or a JSON schema object, got {}", kind(v)),
+        )),
+    }
 }
 
 /// Whose format `logprobs` follows.
@@ -342,6 +475,7 @@ pub fn options(f: &Fields<'_>, endpoint: Endpoint, default_seed: u64) -> Result<
         logprobs,
         stream,
         include_usage,
+        grammar: grammar(f)?,
     })
 }
 

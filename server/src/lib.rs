@@ -113,6 +113,9 @@ pub(crate) struct Ready {
     pub n_vocab: usize,
     pub info: model_info::ModelInfo,
     pub watch: Option<FileWatch>,
+    /// The token trie for constrained decoding, built on the first request
+    /// that asks for a grammar (about a second on a 262k vocabulary).
+    pub constraint_vocab: OnceLock<Result<hearth::constraint::ConstraintVocab, String>>,
 }
 
 /// The mapped model file as it was loaded. `fstat` on our own descriptor
@@ -331,6 +334,7 @@ where
         n_vocab: model.hparams.n_vocab,
         info,
         watch,
+        constraint_vocab: OnceLock::new(),
     });
     eprintln!(
         "hearth: model {} loaded in {:.2} s: {} slots of {n_ctx} tokens, {} threads",

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields};
 use super::routes::{
-    blocking, body_object, check_model, check_prompt_bytes, default_seed, encode_chat, ready,
-    submit,
+    blocking, body_object, check_model, check_prompt_bytes, compile_grammar, default_seed,
+    encode_chat, ready, submit,
 };
 use super::scheduler::Event;
 use super::Shared;
@@ -183,7 +183,9 @@ async fn chat(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
         check_model(&s, model_name(&f)?.as_deref())?;
         let messages = api::messages(&f)?;
         let o = openai_fields(&m)?;
-        let opts = api::options(&Fields(&o), Endpoint::Chat, default_seed())?;
+        let mut opts = api::options(&Fields(&o), Endpoint::Chat, default_seed())?;
+        opts.grammar = api::ollama_format(&f)?;
+        let constraint = compile_grammar(&s, &opts).await?;
         let template = ready
             .template
             .clone()
@@ -192,7 +194,7 @@ async fn chat(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
         let shared = Arc::clone(&s);
         let prompt =
             blocking(move || encode_chat(&shared, &template, &tok, &messages, "messages")).await?;
-        let rx = submit(&s, prompt, &opts)?;
+        let rx = submit(&s, prompt, &opts, constraint)?;
         Ok::<_, ApiError>((rx, opts.stream))
     }
     .await;
@@ -215,7 +217,9 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
         let system = f.str("system")?.map(str::to_string);
         let raw = f.bool("raw")?.unwrap_or(false);
         let o = openai_fields(&m)?;
-        let opts = api::options(&Fields(&o), Endpoint::Completion, default_seed())?;
+        let mut opts = api::options(&Fields(&o), Endpoint::Completion, default_seed())?;
+        opts.grammar = api::ollama_format(&f)?;
+        let constraint = compile_grammar(&s, &opts).await?;
         let tok = Arc::clone(&ready.tok);
         let n_ctx = ready.n_ctx;
         let template = ready.template.clone();
@@ -238,7 +242,7 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
             encode_chat(&shared, &template, &tok, &msgs, "prompt")
         })
         .await?;
-        let rx = submit(&s, ids, &opts)?;
+        let rx = submit(&s, ids, &opts, constraint)?;
         Ok::<_, ApiError>((rx, opts.stream))
     }
     .await;
