@@ -540,6 +540,16 @@ pub fn messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
                             (Some(Value::String(t)), Some(Value::String(s))) if t == "text" => {
                                 text.push_str(s)
                             }
+                            (Some(Value::String(t)), _) if is_media(t) => {
+                                return Err(ApiError::param(
+                                    &pp,
+                                    format!(
+                                        "this model has no vision or audio input: content of \
+                                         type {t:?} cannot be read; send text parts only"
+                                    ),
+                                )
+                                .with_code("unsupported_content"))
+                            }
                             (Some(Value::String(t)), _) if t != "text" => {
                                 return Err(ApiError::param(
                                     &pp,
@@ -570,6 +580,15 @@ pub fn messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
             Ok(Message::new(role, content))
         })
         .collect()
+}
+
+/// Content part types that carry images, audio or files (OpenAI's chat and
+/// Responses names).
+fn is_media(t: &str) -> bool {
+    matches!(
+        t,
+        "image_url" | "input_image" | "image" | "input_audio" | "audio" | "file" | "input_file"
+    )
 }
 
 /// A completion's prompt: text, or token ids.
@@ -762,6 +781,110 @@ mod tests {
                 Message::new("user", "ab"),
                 Message::new("assistant", "")
             ]
+        );
+    }
+
+    #[test]
+    fn image_and_audio_parts_say_the_model_has_no_vision() {
+        for part in [
+            r#"{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}"#,
+            r#"{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}"#,
+        ] {
+            let body = format!(
+                r#"{{"messages": [{{"role": "user", "content": [{{"type": "text", "text": "what is this?"}}, {part}]}}]}}"#
+            );
+            let m = parse_body(body.as_bytes()).unwrap();
+            let e = messages(&Fields(&m)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.param.as_deref(), Some("messages[0].content[1]"));
+            assert!(e.message.contains("has no vision"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn grammars_are_read_and_checked() {
+        let read = |body: &str| {
+            let m = parse_body(body.as_bytes()).unwrap();
+            grammar(&Fields(&m))
+        };
+        let g = |body: &str| read(body).unwrap().map(|g| (g.param, g.grammar));
+        assert_eq!(g(r#"{}"#), None);
+        assert_eq!(g(r#"{"response_format": {"type": "text"}}"#), None);
+        assert_eq!(
+            g(r#"{"response_format": {"type": "json_object"}}"#),
+            Some(("response_format".into(), Grammar::JsonObject))
+        );
+        assert_eq!(
+            g(
+                r#"{"response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": true, "schema": {"type": "integer"}}}}"#
+            ),
+            Some((
+                "response_format.json_schema.schema".into(),
+                Grammar::JsonSchema(json!({"type": "integer"}))
+            ))
+        );
+        assert_eq!(
+            g(r#"{"grammar": "root ::= \"a\""}"#),
+            Some(("grammar".into(), Grammar::Gbnf("root ::= \"a\"".into())))
+        );
+        assert_eq!(
+            g(r#"{"json_schema": {"type": "string"}}"#),
+            Some((
+                "json_schema".into(),
+                Grammar::JsonSchema(json!({"type": "string"}))
+            ))
+        );
+        for (body, param) in [
+            (r#"{"response_format": "json"}"#, "response_format"),
+            (
+                r#"{"response_format": {"type": "xml"}}"#,
+                "response_format.type",
+            ),
+            (r#"{"response_format": {}}"#, "response_format.type"),
+            (
+                r#"{"response_format": {"type": "json_schema"}}"#,
+                "response_format.json_schema",
+            ),
+            (
+                r#"{"response_format": {"type": "json_schema", "json_schema": {"schema": 3}}}"#,
+                "response_format.json_schema.schema",
+            ),
+            (
+                r#"{"response_format": {"type": "json_schema", "json_schema": {"strict": "yes"}}}"#,
+                "response_format.json_schema.strict",
+            ),
+            (r#"{"grammar": 5}"#, "grammar"),
+            (r#"{"json_schema": "x"}"#, "json_schema"),
+            (
+                r#"{"json_schema": {}, "grammar": "root ::= \"a\""}"#,
+                "json_schema",
+            ),
+        ] {
+            let e = read(body).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn ollama_format_is_json_or_a_schema() {
+        let read = |body: &str| {
+            let m = parse_body(body.as_bytes()).unwrap();
+            ollama_format(&Fields(&m))
+        };
+        assert_eq!(read(r#"{"format": ""}"#).unwrap(), None);
+        assert_eq!(
+            read(r#"{"format": "json"}"#).unwrap().map(|g| g.grammar),
+            Some(Grammar::JsonObject)
+        );
+        assert_eq!(
+            read(r#"{"format": {"type": "object"}}"#)
+                .unwrap()
+                .map(|g| g.grammar),
+            Some(Grammar::JsonSchema(json!({"type": "object"})))
+        );
+        assert_eq!(
+            read(r#"{"format": "yaml"}"#).unwrap_err().param.as_deref(),
+            Some("format")
         );
     }
 

@@ -53,8 +53,13 @@ pub struct ServeConfig {
     /// Most prompt tokens evaluated per step.
     pub prefill_chunk: usize,
     pub kv_type: KvType,
-    /// The model's id in `/v1/models` (requests naming another get 404).
+    /// The model's id in `/v1/models`. A generation request naming another
+    /// model is served by this one, the reply naming this id (as
+    /// llama-server: frontends come configured with names like
+    /// `gpt-4o-mini`), unless `strict_model`.
     pub model_id: String,
+    /// `--strict-model`: a request naming another model gets 404.
+    pub strict_model: bool,
     /// The file served, as given (`/props` reports it).
     pub model_path: Option<std::path::PathBuf>,
     /// Largest request body, in bytes (413 above).
@@ -93,6 +98,7 @@ impl ServeConfig {
             prefill_chunk: 256,
             kv_type: KvType::F16,
             model_id: model_id.into(),
+            strict_model: false,
             model_path: None,
             max_body: 8 << 20,
             drain: Duration::from_secs(30),

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields};
 use super::routes::{
-    blocking, body_object, check_model, check_prompt_bytes, compile_grammar, default_seed,
-    encode_chat, ready, submit,
+    blocking, body_object, check_model, check_model_exact, check_prompt_bytes, compile_grammar,
+    default_seed, encode_chat, ready, submit,
 };
 use super::scheduler::Event;
 use super::Shared;
@@ -122,7 +122,7 @@ async fn show(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
                 .map(|n| n.strip_suffix(":latest").unwrap_or(n).to_string()),
         };
         let name = name.ok_or_else(|| ApiError::param("model", "is required"))?;
-        check_model(&s, Some(&name))?;
+        check_model_exact(&s, Some(&name))?;
         let info = &ready.info;
         Ok::<_, ApiError>(json!({
             "license": info.model_info.get("general.license").and_then(Value::as_str).unwrap_or(""),

@@ -198,13 +198,25 @@ async fn models(State(s): St) -> Json<Value> {
 }
 
 async fn model(State(s): St, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
-    match check_model(&s, Some(&id)) {
+    match check_model_exact(&s, Some(&id)) {
         Ok(()) => Json(model_object(&s)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+/// The model a generation request names: any name is served by the one
+/// model unless `--strict-model`, where another name is 404.
 pub(crate) fn check_model(s: &Shared, name: Option<&str>) -> Result<(), ApiError> {
+    if s.cfg.strict_model {
+        check_model_exact(s, name)
+    } else {
+        Ok(())
+    }
+}
+
+/// A model looked up by name (`/v1/models/{id}`, ollama's `show`): only
+/// the served id exists.
+pub(crate) fn check_model_exact(s: &Shared, name: Option<&str>) -> Result<(), ApiError> {
     match name {
         Some(m) if m != s.cfg.model_id => Err(ApiError::new(
             StatusCode::NOT_FOUND,
