@@ -293,8 +293,7 @@ impl Constraint {
                 ConstraintError::Grammar(format!("after {generated} tokens: {e}"))
             }
         })?;
-        let any = (0..self.n_vocab as u32).any(|t| mask.is_allowed(t));
-        if !any {
+        if mask.is_zero() {
             return Err(ConstraintError::Unsatisfiable {
                 generated: self.generated,
             });
@@ -307,11 +306,26 @@ impl Constraint {
     /// matrix) are forbidden too.
     pub fn mask_logits(&mut self, logits: &mut [f32]) -> Result<(), ConstraintError> {
         let mask = self.allowed()?;
-        for (t, l) in logits.iter_mut().enumerate() {
-            if t >= self.n_vocab || !mask.is_allowed(t as u32) {
-                *l = MASKED_LOGIT;
+        let n = self.n_vocab.min(logits.len());
+        logits[n..].fill(MASKED_LOGIT);
+        // A 32-token word of the bit set at a time: most are all-zero (one
+        // `fill`) or all-one (nothing to do).
+        for (&bits, row) in mask.as_slice().iter().zip(logits[..n].chunks_mut(32)) {
+            match bits {
+                u32::MAX if row.len() == 32 => {}
+                0 => row.fill(MASKED_LOGIT),
+                _ => {
+                    for (b, l) in row.iter_mut().enumerate() {
+                        if bits & (1 << b) == 0 {
+                            *l = MASKED_LOGIT;
+                        }
+                    }
+                }
             }
         }
+        // Tokens past the mask's words (none: it has a bit per token).
+        let covered = (mask.as_slice().len() * 32).min(n);
+        logits[covered..n].fill(MASKED_LOGIT);
         Ok(())
     }
 
