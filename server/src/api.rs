@@ -300,8 +300,14 @@ pub fn grammar(f: &Fields<'_>) -> Result<Option<GrammarRequest>, ApiError> {
         }
     }
     if let Some(g) = f.str("grammar")? {
+        // llama.cpp's convention: a grammar that starts `%llguidance` is
+        // llguidance's Lark, any other GBNF.
+        let grammar = match g.trim_start().strip_prefix("%llguidance") {
+            Some(rest) => Grammar::Lark(rest.trim_start_matches(|c| c != '\n').to_string()),
+            None => Grammar::Gbnf(g.to_string()),
+        };
         if !g.trim().is_empty() {
-            found.extend(GrammarRequest::new("grammar", Grammar::Gbnf(g.to_string())));
+            found.extend(GrammarRequest::new("grammar", grammar));
         }
     }
     if let Some(v) = f.get("json_schema") {
@@ -309,6 +315,26 @@ pub fn grammar(f: &Fields<'_>) -> Result<Option<GrammarRequest>, ApiError> {
         found.extend(GrammarRequest::new(
             "json_schema",
             Grammar::JsonSchema(schema),
+        ));
+    }
+    // vLLM's names.
+    if let Some(v) = f.get("guided_json") {
+        let schema = schema_value("guided_json", v)?;
+        found.extend(GrammarRequest::new(
+            "guided_json",
+            Grammar::JsonSchema(schema),
+        ));
+    }
+    if let Some(r) = f.str("guided_regex")? {
+        found.extend(GrammarRequest::new(
+            "guided_regex",
+            Grammar::Regex(r.to_string()),
+        ));
+    }
+    if let Some(g) = f.str("guided_grammar")? {
+        found.extend(GrammarRequest::new(
+            "guided_grammar",
+            Grammar::Lark(g.to_string()),
         ));
     }
     if found.len() > 1 {
@@ -826,6 +852,28 @@ mod tests {
         assert_eq!(
             g(r#"{"grammar": "root ::= \"a\""}"#),
             Some(("grammar".into(), Grammar::Gbnf("root ::= \"a\"".into())))
+        );
+        assert_eq!(
+            g(r#"{"grammar": "%llguidance {}\nstart: \"a\""}"#),
+            Some(("grammar".into(), Grammar::Lark("\nstart: \"a\"".into())))
+        );
+        assert_eq!(
+            g(r#"{"guided_regex": "[a-z]+"}"#),
+            Some(("guided_regex".into(), Grammar::Regex("[a-z]+".into())))
+        );
+        assert_eq!(
+            g(r#"{"guided_grammar": "start: \"a\""}"#),
+            Some((
+                "guided_grammar".into(),
+                Grammar::Lark("start: \"a\"".into())
+            ))
+        );
+        assert_eq!(
+            g(r#"{"guided_json": {"type": "string"}}"#),
+            Some((
+                "guided_json".into(),
+                Grammar::JsonSchema(json!({"type": "string"}))
+            ))
         );
         assert_eq!(
             g(r#"{"json_schema": {"type": "string"}}"#),

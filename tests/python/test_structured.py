@@ -200,6 +200,20 @@ c = client.chat.completions.create(
 text = c.choices[0].message.content
 check("gbnf", text[:-3] in ("yes", "no") and text[-3] == " " and text[-2:].isdigit(), text)
 
+# A Lark grammar (llama.cpp's `%llguidance` prefix) and vLLM's guided_regex.
+for name, extra, ok in (
+    ("lark", {"grammar": '%llguidance {}\nstart: ("yes" | "no") "!"'}, lambda t: t in ("yes!", "no!")),
+    ("guided_regex", {"guided_regex": "[A-Z][a-z]{2,5} [0-9]{2}"}, lambda t: len(t.split(" ")) == 2 and t.split(" ")[1].isdigit() and t[0].isupper()),
+):
+    c = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Is water wet?"}],
+        max_tokens=32,
+        temperature=0,
+        extra_body=extra,
+    )
+    check(name, ok(c.choices[0].message.content) and c.choices[0].finish_reason == "stop", c)
+
 # ollama's format: "json" and a schema.
 schema = obj({"animal": NAME, "legs": {"type": "integer", "minimum": 0, "maximum": 8}})
 for fmt, sch in (("json", {"type": "object"}), (schema, schema)):
