@@ -325,6 +325,11 @@ enum Command {
         /// message cannot forge the template's turn markers.
         #[arg(long)]
         special_in_content: bool,
+        /// Answer 404 to a request naming a model other than the one served
+        /// (by default any name is served by it, and the reply names the
+        /// real id).
+        #[arg(long)]
+        strict_model: bool,
         /// Where the model runs.
         #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
         backend: BackendArg,
@@ -1119,6 +1124,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             kv_type,
             alias,
             special_in_content,
+            strict_model,
             backend,
         } => {
             let api_key = api_key_from(api_key, api_key_file, std::env::var_os("HEARTH_API_KEY"))?;
@@ -1159,6 +1165,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 model_path: Some(model.clone()),
                 watch_file: (!load.no_mmap).then(|| model.clone()),
                 special_in_content,
+                strict_model,
                 limits,
                 ..hearth_server::ServeConfig::new(id)
             };

@@ -55,14 +55,10 @@ fn bad_input_gets_the_documented_status_and_the_server_stays_up() {
     let models = open("/v1/models", Some("sekret")).json();
     assert_eq!(models["data"][0]["id"], "gemma-3-270m-q4_k_m");
 
-    // Routes and models that do not exist.
+    // Routes and models that do not exist (a generation request naming
+    // another model is served: `a_request_naming_another_model_...`).
     s.get("/v1/nothing").expect_error(404);
-    let m = s
-        .post(
-            "/v1/chat/completions",
-            &with(chat("hi", 2), "model", json!("gpt-4")),
-        )
-        .expect_error(404);
+    let m = s.get("/v1/models/gpt-4").expect_error(404);
     assert!(m.contains("gpt-4"), "{m}");
 
     // Malformed bodies and bad values: 400 naming what is wrong.
@@ -571,17 +567,30 @@ fn python_client(
     args: &[&str],
     env: impl Fn(&str) -> Vec<(&'static str, String)>,
 ) {
-    if !python_has(module) {
-        return;
-    }
-    let Some(s) = Server::start(args) else {
+    let Some(model) = python_has(module).then(hearth_tests::model_path).flatten() else {
         return;
     };
+    python_client_on(&model, script, args, env);
+}
+
+/// [`python_client`] on the model file `model` (its id is the file's stem).
+fn python_client_on(
+    model: &std::path::Path,
+    script: &str,
+    args: &[&str],
+    env: impl Fn(&str) -> Vec<(&'static str, String)>,
+) {
+    let s = Server::start_with(model, args);
+    let id = model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
     let script = format!("{}/../tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
         .arg(script)
         .envs(env(&s.addr))
-        .env("HEARTH_MODEL_ID", "gemma-3-270m-q4_k_m")
+        .env("HEARTH_MODEL_ID", id)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -612,6 +621,29 @@ fn openai_responses_python_client() {
         vec![
             ("OPENAI_BASE_URL", format!("http://{addr}/v1")),
             ("OPENAI_API_KEY", "test-key".into()),
+        ]
+    });
+}
+
+/// Issue 14: structured output on SmolLM2 through the `openai` client:
+/// `response_format` json_schema (nested objects, arrays with min/max
+/// items, enums, anyOf, string patterns, bounded numbers; whole, streamed
+/// and sampled) and json_object, `chat.completions.parse` with a pydantic
+/// model, completions, llama.cpp's `json_schema` and GBNF `grammar`,
+/// ollama's `format`; every output validated by `jsonschema`; invalid
+/// schemas and grammars are 400s naming the parameter.
+#[test]
+fn structured_output_python_client() {
+    if !(python_has("openai") && python_has("jsonschema") && python_has("pydantic")) {
+        return;
+    }
+    let Some(model) = hearth_tests::smollm2_path() else {
+        return;
+    };
+    python_client_on(&model, "test_structured.py", &["--threads", "2"], |addr| {
+        vec![
+            ("OPENAI_BASE_URL", format!("http://{addr}/v1")),
+            ("HEARTH_BASE_URL", format!("http://{addr}")),
         ]
     });
 }
@@ -803,14 +835,11 @@ fn anthropic_messages_events_in_order_and_errors_in_anthropics_shape() {
     );
     let r = server_util::request(&s.addr, "GET", "/v1/models", &headers("wrong"), b"").unwrap();
     r.expect_error(401);
-    let wrong = with(body.clone(), "model", json!("claude-3-haiku"));
-    let m = anthropic_error(&post("/v1/messages", "k", &wrong), 404, "not_found_error");
-    assert!(m.contains("claude-3-haiku"), "{m}");
-    anthropic_error(
-        &post("/v1/messages/count_tokens", "k", &wrong),
-        404,
-        "not_found_error",
-    );
+    // Another model's name is served by the one model (issue 14 item 5).
+    let other = with(body.clone(), "model", json!("claude-3-haiku"));
+    let r = post("/v1/messages", "k", &other);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "gemma-3-270m-q4_k_m");
     anthropic_error(
         &post("/v1/messages/batches", "k", &body),
         404,
@@ -999,9 +1028,106 @@ fn ollama_subset_answers_like_the_openai_routes() {
         )
         .json();
     assert_eq!(g["response"], openai);
-    let r = s.post("/api/generate", &json!({"model": "llama3", "prompt": "x"}));
+    // Another name is served by the one model; `show` of it is still 404.
+    let r = s.post(
+        "/api/generate",
+        &json!({"model": "llama3", "prompt": "x", "stream": false,
+                "options": {"num_predict": 1}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "gemma-3-270m-q4_k_m");
+    let r = s.post("/api/show", &json!({"model": "llama3"}));
     assert_eq!(r.status, 404);
     assert!(r.json()["error"].as_str().unwrap().contains("llama3"));
+}
+
+/// Issue 14 item 5: frontends come configured with names like
+/// `gpt-4o-mini`; the one model serves them and the reply names its real
+/// id, on every generation route. `--strict-model` restores the 404, and a
+/// lookup (`/v1/models/{id}`) is always exact.
+#[test]
+fn a_request_naming_another_model_is_served_unless_strict_model() {
+    let Some(s) = Server::start(&["--threads", "1"]) else {
+        return;
+    };
+    let msgs = json!([{"role": "user", "content": "Hi"}]);
+    let chat = json!({"model": "gpt-4o-mini", "messages": msgs, "max_tokens": 2});
+    let r = s.post("/v1/chat/completions", &chat);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "gemma-3-270m-q4_k_m");
+    let comp = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Hi", "max_tokens": 2});
+    let r = s.post("/v1/completions", &comp);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "gemma-3-270m-q4_k_m");
+    let ollama = json!({"model": "llama3:8b", "messages": msgs, "stream": false,
+                        "options": {"num_predict": 2}});
+    let r = s.post("/api/chat", &ollama);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "gemma-3-270m-q4_k_m");
+    s.get("/v1/models/gpt-4o-mini").expect_error(404);
+    drop(s);
+
+    let Some(s) = Server::start(&["--threads", "1", "--strict-model"]) else {
+        return;
+    };
+    for (path, body) in [
+        ("/v1/chat/completions", &chat),
+        ("/v1/completions", &comp),
+        ("/api/chat", &ollama),
+    ] {
+        let r = s.post(path, body);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+        assert!(r.text().contains("does not exist"), "{path}: {}", r.text());
+    }
+    let ok = json!({"model": "gemma-3-270m-q4_k_m", "messages": msgs, "max_tokens": 2});
+    assert_eq!(s.post("/v1/chat/completions", &ok).status, 200);
+}
+
+/// Issue 14 item 5: an image or audio part is a 400 that says the model has
+/// no vision, not a parse error; the developer role, text parts,
+/// `max_completion_tokens` and unknown fields (`user`, `store`,
+/// `metadata`) are accepted.
+#[test]
+fn tolerant_chat_requests_and_a_clear_no_vision_refusal() {
+    let Some(s) = Server::start(&["--threads", "1"]) else {
+        return;
+    };
+    let image = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    let r = s.post("/v1/chat/completions", &image);
+    let m = r.expect_error(400);
+    assert!(m.contains("has no vision"), "{m}");
+    assert_eq!(r.json()["error"]["param"], "messages[0].content[1]");
+    let audio = json!({"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]});
+    let m = s.post("/v1/chat/completions", &audio).expect_error(400);
+    assert!(m.contains("has no vision"), "{m}");
+    let tolerant = json!({
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "developer", "content": "Answer in one word."},
+            {"role": "user", "content": [{"type": "text", "text": "Name a "}, {"type": "text", "text": "color."}]}
+        ],
+        "max_completion_tokens": 3,
+        "user": "someone", "store": false, "metadata": {"k": "v"}, "service_tier": "auto",
+        "temperature": 0
+    });
+    let r = s.post("/v1/chat/completions", &tolerant);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let n = v["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((1..=3).contains(&n), "{v}");
+    assert_eq!(v["model"], "gemma-3-270m-q4_k_m");
+    // The developer message reached the template as the system turn.
+    let p = s.post("/apply-template", &tolerant).json();
+    assert!(
+        p["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("Answer in one word."),
+        "{p}"
+    );
 }
 
 #[test]

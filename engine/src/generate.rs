@@ -32,7 +32,8 @@
 //! # }
 //! ```
 
-use crate::sampler::{Sampler, SamplerConfig, SamplerError, StopCriteria, StopReason};
+use crate::constraint::{Constraint, ConstraintError, MASKED_LOGIT};
+use crate::sampler::{argmax, Sampler, SamplerConfig, SamplerError, StopCriteria, StopReason};
 use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerError};
 
 /// Why a generation step failed.
@@ -42,6 +43,8 @@ pub enum GenerateError {
     Sampler(#[from] SamplerError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
 }
 
 /// One generated token.
@@ -62,6 +65,10 @@ pub struct Generator<'t> {
     sampler: Sampler,
     stop: StopCriteria,
     decoder: StreamDecoder<'t>,
+    /// The grammar the output must follow, and the masked copy of each
+    /// step's logits.
+    constraint: Option<Constraint>,
+    masked: Vec<f32>,
 }
 
 impl<'t> Generator<'t> {
@@ -84,6 +91,8 @@ impl<'t> Generator<'t> {
             sampler,
             stop: StopCriteria::new(max_tokens, tok.eog_ids().iter().copied(), stop)?,
             decoder: tok.stream_decoder(),
+            constraint: None,
+            masked: Vec::new(),
         })
     }
 
@@ -94,9 +103,36 @@ impl<'t> Generator<'t> {
         self
     }
 
+    /// The output must follow `constraint`: each step samples only among
+    /// the tokens it allows (an end-of-generation token once the output is
+    /// complete), and fails with [`ConstraintError::Unsatisfiable`] when it
+    /// allows none.
+    pub fn with_constraint(mut self, constraint: Constraint) -> Self {
+        self.constraint = Some(constraint);
+        self
+    }
+
     /// Samples the next token from `logits` (one row of `n_vocab`).
     pub fn step(&mut self, logits: &[f32]) -> Result<Token, GenerateError> {
-        let id = self.sampler.sample(logits)?;
+        let id = match &mut self.constraint {
+            None => self.sampler.sample(logits)?,
+            Some(c) => {
+                self.masked.clear();
+                self.masked.extend_from_slice(logits);
+                c.mask_logits(&mut self.masked)?;
+                let mut id = self.sampler.sample(&self.masked)?;
+                // The masked tokens have probability 0; this only guards
+                // against a draw landing on the edge of a zero weight.
+                if self.masked.get(id as usize) == Some(&MASKED_LOGIT) {
+                    id = argmax(&self.masked)?;
+                }
+                // The end token needs no advancing: generation stops there.
+                if !self.tok.is_eog(id) {
+                    c.accept(id)?;
+                }
+                id
+            }
+        };
         self.sampler.accept(id);
         let piece = if self.tok.is_eog(id) {
             String::new()

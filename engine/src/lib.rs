@@ -19,6 +19,7 @@
 pub mod backend;
 pub mod batch;
 pub mod chat;
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod logits;

@@ -283,7 +283,7 @@ async fn messages(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
             opts.max_tokens = opts.max_tokens.map(|n| n.min(room));
         }
         let n = prompt.len();
-        let rx = submit(&s, prompt, &opts)?;
+        let rx = submit(&s, prompt, &opts, None)?;
         Ok::<_, ApiError>((rx, opts, n))
     }
     .await;

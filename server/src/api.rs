@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use hearth::chat::Message;
+use hearth::constraint::Grammar;
 use hearth::sampler::SamplerConfig;
 
 /// An error response in OpenAI's shape.
@@ -205,6 +206,164 @@ pub struct Options {
     pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
+    /// The grammar the output must follow (`response_format`, `grammar`,
+    /// `json_schema`).
+    pub grammar: Option<GrammarRequest>,
+}
+
+/// A grammar asked for, and the parameter that asked (named by the 400 when
+/// it does not compile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrammarRequest {
+    pub param: String,
+    pub grammar: Grammar,
+}
+
+impl GrammarRequest {
+    fn new(param: &str, grammar: Grammar) -> Option<GrammarRequest> {
+        Some(GrammarRequest {
+            param: param.to_string(),
+            grammar,
+        })
+    }
+}
+
+/// A JSON schema: an object or a boolean.
+fn schema_value(param: &str, v: &Value) -> Result<Value, ApiError> {
+    match v {
+        Value::Object(_) | Value::Bool(_) => Ok(v.clone()),
+        v => Err(ApiError::param(
+            param,
+            format!("a JSON schema is an object or a boolean, got {}", kind(v)),
+        )),
+    }
+}
+
+/// Reads OpenAI's `response_format` (`text`, `json_object`, `json_schema`
+/// with `{name, schema, strict}`) and llama.cpp's `grammar` (GBNF) and
+/// `json_schema`; at most one of them may ask for a grammar.
+pub fn grammar(f: &Fields<'_>) -> Result<Option<GrammarRequest>, ApiError> {
+    let mut found: Vec<GrammarRequest> = Vec::new();
+    if let Some(rf) = f.get("response_format") {
+        let Value::Object(rf) = rf else {
+            return Err(ApiError::param(
+                "response_format",
+                format!("expected an object, got {}", kind(rf)),
+            ));
+        };
+        let rf = Fields(rf);
+        let t = rf
+            .str("type")
+            .map_err(|_| ApiError::param("response_format.type", "expected a string"))?;
+        match t {
+            Some("text") => {}
+            Some("json_object") => {
+                // llama.cpp also takes a schema here.
+                let g = match rf.get("schema") {
+                    Some(v) => Grammar::JsonSchema(schema_value("response_format.schema", v)?),
+                    None => Grammar::JsonObject,
+                };
+                found.extend(GrammarRequest::new("response_format", g));
+            }
+            Some("json_schema") => {
+                let p = "response_format.json_schema";
+                let js = match rf.get("json_schema") {
+                    Some(Value::Object(o)) => o,
+                    Some(v) => {
+                        return Err(ApiError::param(
+                            p,
+                            format!("expected an object, got {}", kind(v)),
+                        ))
+                    }
+                    None => return Err(ApiError::param(p, "is required")),
+                };
+                let js = Fields(js);
+                js.str("name")
+                    .map_err(|_| ApiError::param(&format!("{p}.name"), "expected a string"))?;
+                js.bool("strict")
+                    .map_err(|_| ApiError::param(&format!("{p}.strict"), "expected a boolean"))?;
+                let sp = format!("{p}.schema");
+                // OpenAI: a missing schema is any JSON value.
+                let schema = match js.get("schema") {
+                    Some(v) => schema_value(&sp, v)?,
+                    None => Value::Bool(true),
+                };
+                found.extend(GrammarRequest::new(&sp, Grammar::JsonSchema(schema)));
+            }
+            Some(t) => {
+                return Err(ApiError::param(
+                    "response_format.type",
+                    format!("unknown type {t:?}; expected text, json_object or json_schema"),
+                ))
+            }
+            None => return Err(ApiError::param("response_format.type", "is required")),
+        }
+    }
+    if let Some(g) = f.str("grammar")? {
+        // llama.cpp's convention: a grammar that starts `%llguidance` is
+        // llguidance's Lark, any other GBNF.
+        let grammar = match g.trim_start().strip_prefix("%llguidance") {
+            Some(rest) => Grammar::Lark(rest.trim_start_matches(|c| c != '\n').to_string()),
+            None => Grammar::Gbnf(g.to_string()),
+        };
+        if !g.trim().is_empty() {
+            found.extend(GrammarRequest::new("grammar", grammar));
+        }
+    }
+    if let Some(v) = f.get("json_schema") {
+        let schema = schema_value("json_schema", v)?;
+        found.extend(GrammarRequest::new(
+            "json_schema",
+            Grammar::JsonSchema(schema),
+        ));
+    }
+    // vLLM's names.
+    if let Some(v) = f.get("guided_json") {
+        let schema = schema_value("guided_json", v)?;
+        found.extend(GrammarRequest::new(
+            "guided_json",
+            Grammar::JsonSchema(schema),
+        ));
+    }
+    if let Some(r) = f.str("guided_regex")? {
+        found.extend(GrammarRequest::new(
+            "guided_regex",
+            Grammar::Regex(r.to_string()),
+        ));
+    }
+    if let Some(g) = f.str("guided_grammar")? {
+        found.extend(GrammarRequest::new(
+            "guided_grammar",
+            Grammar::Lark(g.to_string()),
+        ));
+    }
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|g| g.param.as_str()).collect();
+        return Err(ApiError::param(
+            &found[1].param,
+            format!("give only one grammar; got {}", names.join(" and ")),
+        ));
+    }
+    Ok(found.pop())
+}
+
+/// Reads ollama's `format`: `"json"`, or a JSON schema object.
+pub fn ollama_format(f: &Fields<'_>) -> Result<Option<GrammarRequest>, ApiError> {
+    match f.get("format") {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if s == "json" => {
+            Ok(GrammarRequest::new("format", Grammar::JsonObject))
+        }
+        Some(Value::Object(_)) | Some(Value::Bool(_)) => {
+            let schema = schema_value("format", f.get("format").unwrap_or(&Value::Null))?;
+            Ok(GrammarRequest::new("format", Grammar::JsonSchema(schema)))
+        }
+        Some(v) => Err(ApiError::param(
+            "format",
+            format!("expected \"json\" or a JSON schema object, got {}", kind(v)),
+        )),
+    }
 }
 
 /// Whose format `logprobs` follows.
@@ -342,6 +501,7 @@ pub fn options(f: &Fields<'_>, endpoint: Endpoint, default_seed: u64) -> Result<
         logprobs,
         stream,
         include_usage,
+        grammar: grammar(f)?,
     })
 }
 
@@ -406,6 +566,16 @@ pub fn messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
                             (Some(Value::String(t)), Some(Value::String(s))) if t == "text" => {
                                 text.push_str(s)
                             }
+                            (Some(Value::String(t)), _) if is_media(t) => {
+                                return Err(ApiError::param(
+                                    &pp,
+                                    format!(
+                                        "this model has no vision or audio input: content of \
+                                         type {t:?} cannot be read; send text parts only"
+                                    ),
+                                )
+                                .with_code("unsupported_content"))
+                            }
                             (Some(Value::String(t)), _) if t != "text" => {
                                 return Err(ApiError::param(
                                     &pp,
@@ -436,6 +606,15 @@ pub fn messages(f: &Fields<'_>) -> Result<Vec<Message>, ApiError> {
             Ok(Message::new(role, content))
         })
         .collect()
+}
+
+/// Content part types that carry images, audio or files (OpenAI's chat and
+/// Responses names).
+fn is_media(t: &str) -> bool {
+    matches!(
+        t,
+        "image_url" | "input_image" | "image" | "input_audio" | "audio" | "file" | "input_file"
+    )
 }
 
 /// A completion's prompt: text, or token ids.
@@ -628,6 +807,132 @@ mod tests {
                 Message::new("user", "ab"),
                 Message::new("assistant", "")
             ]
+        );
+    }
+
+    #[test]
+    fn image_and_audio_parts_say_the_model_has_no_vision() {
+        for part in [
+            r#"{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}"#,
+            r#"{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}"#,
+        ] {
+            let body = format!(
+                r#"{{"messages": [{{"role": "user", "content": [{{"type": "text", "text": "what is this?"}}, {part}]}}]}}"#
+            );
+            let m = parse_body(body.as_bytes()).unwrap();
+            let e = messages(&Fields(&m)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.param.as_deref(), Some("messages[0].content[1]"));
+            assert!(e.message.contains("has no vision"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn grammars_are_read_and_checked() {
+        let read = |body: &str| {
+            let m = parse_body(body.as_bytes()).unwrap();
+            grammar(&Fields(&m))
+        };
+        let g = |body: &str| read(body).unwrap().map(|g| (g.param, g.grammar));
+        assert_eq!(g(r#"{}"#), None);
+        assert_eq!(g(r#"{"response_format": {"type": "text"}}"#), None);
+        assert_eq!(
+            g(r#"{"response_format": {"type": "json_object"}}"#),
+            Some(("response_format".into(), Grammar::JsonObject))
+        );
+        assert_eq!(
+            g(
+                r#"{"response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": true, "schema": {"type": "integer"}}}}"#
+            ),
+            Some((
+                "response_format.json_schema.schema".into(),
+                Grammar::JsonSchema(json!({"type": "integer"}))
+            ))
+        );
+        assert_eq!(
+            g(r#"{"grammar": "root ::= \"a\""}"#),
+            Some(("grammar".into(), Grammar::Gbnf("root ::= \"a\"".into())))
+        );
+        assert_eq!(
+            g(r#"{"grammar": "%llguidance {}\nstart: \"a\""}"#),
+            Some(("grammar".into(), Grammar::Lark("\nstart: \"a\"".into())))
+        );
+        assert_eq!(
+            g(r#"{"guided_regex": "[a-z]+"}"#),
+            Some(("guided_regex".into(), Grammar::Regex("[a-z]+".into())))
+        );
+        assert_eq!(
+            g(r#"{"guided_grammar": "start: \"a\""}"#),
+            Some((
+                "guided_grammar".into(),
+                Grammar::Lark("start: \"a\"".into())
+            ))
+        );
+        assert_eq!(
+            g(r#"{"guided_json": {"type": "string"}}"#),
+            Some((
+                "guided_json".into(),
+                Grammar::JsonSchema(json!({"type": "string"}))
+            ))
+        );
+        assert_eq!(
+            g(r#"{"json_schema": {"type": "string"}}"#),
+            Some((
+                "json_schema".into(),
+                Grammar::JsonSchema(json!({"type": "string"}))
+            ))
+        );
+        for (body, param) in [
+            (r#"{"response_format": "json"}"#, "response_format"),
+            (
+                r#"{"response_format": {"type": "xml"}}"#,
+                "response_format.type",
+            ),
+            (r#"{"response_format": {}}"#, "response_format.type"),
+            (
+                r#"{"response_format": {"type": "json_schema"}}"#,
+                "response_format.json_schema",
+            ),
+            (
+                r#"{"response_format": {"type": "json_schema", "json_schema": {"schema": 3}}}"#,
+                "response_format.json_schema.schema",
+            ),
+            (
+                r#"{"response_format": {"type": "json_schema", "json_schema": {"strict": "yes"}}}"#,
+                "response_format.json_schema.strict",
+            ),
+            (r#"{"grammar": 5}"#, "grammar"),
+            (r#"{"json_schema": "x"}"#, "json_schema"),
+            (
+                r#"{"json_schema": {}, "grammar": "root ::= \"a\""}"#,
+                "json_schema",
+            ),
+        ] {
+            let e = read(body).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn ollama_format_is_json_or_a_schema() {
+        let read = |body: &str| {
+            let m = parse_body(body.as_bytes()).unwrap();
+            ollama_format(&Fields(&m))
+        };
+        assert_eq!(read(r#"{"format": ""}"#).unwrap(), None);
+        assert_eq!(
+            read(r#"{"format": "json"}"#).unwrap().map(|g| g.grammar),
+            Some(Grammar::JsonObject)
+        );
+        assert_eq!(
+            read(r#"{"format": {"type": "object"}}"#)
+                .unwrap()
+                .map(|g| g.grammar),
+            Some(Grammar::JsonSchema(json!({"type": "object"})))
+        );
+        assert_eq!(
+            read(r#"{"format": "yaml"}"#).unwrap_err().param.as_deref(),
+            Some("format")
         );
     }
 

@@ -55,8 +55,13 @@ pub struct ServeConfig {
     /// Most prompt tokens evaluated per step.
     pub prefill_chunk: usize,
     pub kv_type: KvType,
-    /// The model's id in `/v1/models` (requests naming another get 404).
+    /// The model's id in `/v1/models`. A generation request naming another
+    /// model is served by this one, the reply naming this id (as
+    /// llama-server: frontends come configured with names like
+    /// `gpt-4o-mini`), unless `strict_model`.
     pub model_id: String,
+    /// `--strict-model`: a request naming another model gets 404.
+    pub strict_model: bool,
     /// The file served, as given (`/props` reports it).
     pub model_path: Option<std::path::PathBuf>,
     /// Largest request body, in bytes (413 above).
@@ -95,6 +100,7 @@ impl ServeConfig {
             prefill_chunk: 256,
             kv_type: KvType::F16,
             model_id: model_id.into(),
+            strict_model: false,
             model_path: None,
             max_body: 8 << 20,
             drain: Duration::from_secs(30),
@@ -117,6 +123,9 @@ pub(crate) struct Ready {
     /// The vocabulary's fill-in-the-middle tokens, if it has them.
     pub fim: Option<fim::Fim>,
     pub watch: Option<FileWatch>,
+    /// The token trie for constrained decoding, built on the first request
+    /// that asks for a grammar (about a second on a 262k vocabulary).
+    pub constraint_vocab: OnceLock<Result<hearth::constraint::ConstraintVocab, String>>,
 }
 
 /// The mapped model file as it was loaded. `fstat` on our own descriptor
@@ -337,6 +346,7 @@ where
         n_vocab: model.hparams.n_vocab,
         info,
         watch,
+        constraint_vocab: OnceLock::new(),
     });
     eprintln!(
         "hearth: model {} loaded in {:.2} s: {} slots of {n_ctx} tokens, {} threads",

@@ -374,7 +374,7 @@ async fn completion(State(s): St, body: Result<Bytes, BytesRejection>) -> Respon
 }
 
 /// Queues a native completion and answers in llama-server's shapes.
-async fn run(s: &Shared, prompt: Vec<u32>, mut opts: Options, native: Native) -> Response {
+async fn run(s: &Arc<Shared>, prompt: Vec<u32>, mut opts: Options, native: Native) -> Response {
     let r = match ready(s) {
         Ok(r) => r,
         Err(e) => return Error::from(e).into_response(),
@@ -410,7 +410,12 @@ async fn run(s: &Shared, prompt: Vec<u32>, mut opts: Options, native: Native) ->
             Json(v).into_response()
         };
     }
-    let rx = match submit(s, prompt, &opts) {
+    // llama.cpp's `grammar` and `json_schema` (and `response_format`).
+    let constraint = match super::routes::compile_grammar(s, &opts).await {
+        Ok(c) => c,
+        Err(e) => return Error::from(e).into_response(),
+    };
+    let rx = match submit(s, prompt, &opts, constraint) {
         Ok(rx) => rx,
         Err(e) => return Error::from(e).into_response(),
     };

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields};
 use super::routes::{
-    blocking, body_object, check_model, check_prompt_bytes, default_seed, encode_chat, ready,
-    submit,
+    blocking, body_object, check_model, check_model_exact, check_prompt_bytes, compile_grammar,
+    default_seed, encode_chat, ready, submit,
 };
 use super::scheduler::Event;
 use super::Shared;
@@ -122,7 +122,7 @@ async fn show(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
                 .map(|n| n.strip_suffix(":latest").unwrap_or(n).to_string()),
         };
         let name = name.ok_or_else(|| ApiError::param("model", "is required"))?;
-        check_model(&s, Some(&name))?;
+        check_model_exact(&s, Some(&name))?;
         let info = &ready.info;
         Ok::<_, ApiError>(json!({
             "license": info.model_info.get("general.license").and_then(Value::as_str).unwrap_or(""),
@@ -183,7 +183,9 @@ async fn chat(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
         check_model(&s, model_name(&f)?.as_deref())?;
         let messages = api::messages(&f)?;
         let o = openai_fields(&m)?;
-        let opts = api::options(&Fields(&o), Endpoint::Chat, default_seed())?;
+        let mut opts = api::options(&Fields(&o), Endpoint::Chat, default_seed())?;
+        opts.grammar = api::ollama_format(&f)?;
+        let constraint = compile_grammar(&s, &opts).await?;
         let template = ready
             .template
             .clone()
@@ -192,7 +194,7 @@ async fn chat(State(s): St, body: Result<Bytes, BytesRejection>) -> Response {
         let shared = Arc::clone(&s);
         let prompt =
             blocking(move || encode_chat(&shared, &template, &tok, &messages, "messages")).await?;
-        let rx = submit(&s, prompt, &opts)?;
+        let rx = submit(&s, prompt, &opts, constraint)?;
         Ok::<_, ApiError>((rx, opts.stream))
     }
     .await;
@@ -215,7 +217,9 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
         let system = f.str("system")?.map(str::to_string);
         let raw = f.bool("raw")?.unwrap_or(false);
         let o = openai_fields(&m)?;
-        let opts = api::options(&Fields(&o), Endpoint::Completion, default_seed())?;
+        let mut opts = api::options(&Fields(&o), Endpoint::Completion, default_seed())?;
+        opts.grammar = api::ollama_format(&f)?;
+        let constraint = compile_grammar(&s, &opts).await?;
         // With a non-empty `suffix` (Continue's autocompletion), a
         // fill-in-the-middle prompt, as ollama builds one from a template
         // that supports it; a model without FIM tokens gets a 400.
@@ -227,7 +231,7 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
             };
             let n_predict = opts.max_tokens.unwrap_or(0);
             let ids = super::fim::encode(ready, parts, n_predict, Some("suffix")).await?;
-            let rx = submit(&s, ids, &opts)?;
+            let rx = submit(&s, ids, &opts, constraint)?;
             return Ok((rx, opts.stream));
         }
         let tok = Arc::clone(&ready.tok);
@@ -252,7 +256,7 @@ async fn generate(State(s): St, body: Result<Bytes, BytesRejection>) -> Response
             encode_chat(&shared, &template, &tok, &msgs, "prompt")
         })
         .await?;
-        let rx = submit(&s, ids, &opts)?;
+        let rx = submit(&s, ids, &opts, constraint)?;
         Ok::<_, ApiError>((rx, opts.stream))
     }
     .await;

@@ -270,7 +270,10 @@ async fn responses(State(s): St, body: Result<Bytes, BytesRejection>) -> Respons
         if room > 0 {
             opts.max_tokens = opts.max_tokens.map(|n| n.min(room));
         }
-        let rx = submit(&s, prompt, &opts)?;
+        // `text.format` other than text was refused above; llama.cpp's
+        // `grammar`/`json_schema`, if sent, still apply.
+        let constraint = super::routes::compile_grammar(&s, &opts).await?;
+        let rx = submit(&s, prompt, &opts, constraint)?;
         let echo = Echo {
             instructions: m.get("instructions").cloned().unwrap_or(Value::Null),
             max_output_tokens: m.get("max_output_tokens").cloned().unwrap_or(Value::Null),

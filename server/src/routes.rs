@@ -22,6 +22,7 @@ use super::api::{self, ApiError, Endpoint, Fields, Options, Prompt};
 use super::scheduler::{Event, Finish, Job, Rejected, Usage};
 use super::{Ready, Shared};
 use hearth::chat::{ChatTemplate, Message};
+use hearth::constraint::{Constraint, ConstraintVocab};
 use hearth::sampler::TokenLogprobs;
 use hearth::tokenizer::Tokenizer;
 
@@ -198,13 +199,25 @@ async fn models(State(s): St) -> Json<Value> {
 }
 
 async fn model(State(s): St, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
-    match check_model(&s, Some(&id)) {
+    match check_model_exact(&s, Some(&id)) {
         Ok(()) => Json(model_object(&s)).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+/// The model a generation request names: any name is served by the one
+/// model unless `--strict-model`, where another name is 404.
 pub(crate) fn check_model(s: &Shared, name: Option<&str>) -> Result<(), ApiError> {
+    if s.cfg.strict_model {
+        check_model_exact(s, name)
+    } else {
+        Ok(())
+    }
+}
+
+/// A model looked up by name (`/v1/models/{id}`, ollama's `show`): only
+/// the served id exists.
+pub(crate) fn check_model_exact(s: &Shared, name: Option<&str>) -> Result<(), ApiError> {
     match name {
         Some(m) if m != s.cfg.model_id => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -490,6 +503,7 @@ pub(crate) fn submit(
     s: &Shared,
     prompt: Vec<u32>,
     opts: &Options,
+    constraint: Option<Constraint>,
 ) -> Result<mpsc::UnboundedReceiver<Event>, ApiError> {
     let n_ctx = ready(s)?.n_ctx;
     if prompt.is_empty() {
@@ -525,6 +539,7 @@ pub(crate) fn submit(
         max_tokens,
         stop: opts.stop.clone(),
         logprobs: opts.logprobs,
+        constraint,
         events: tx,
     };
     match s.queue.push(job) {
@@ -545,10 +560,40 @@ pub(crate) fn submit(
     Ok(rx)
 }
 
+/// Compiles the request's grammar against the model's vocabulary (the
+/// vocabulary's trie is built on the first such request); a grammar that
+/// does not compile is a 400 naming the parameter that gave it.
+pub(crate) async fn compile_grammar(
+    s: &Arc<Shared>,
+    opts: &Options,
+) -> Result<Option<Constraint>, ApiError> {
+    let Some(req) = opts.grammar.clone() else {
+        return Ok(None);
+    };
+    let shared = Arc::clone(s);
+    blocking(move || {
+        let r = ready(&shared)?;
+        let vocab = r
+            .constraint_vocab
+            .get_or_init(|| ConstraintVocab::new(&r.tok).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| ApiError::bad_request(e.clone()))?;
+        vocab
+            .compile(&req.grammar)
+            .map(Some)
+            .map_err(|e| ApiError::param(&req.param, e.to_string()))
+    })
+    .await
+}
+
 /// Queues the request and answers with the whole completion or a stream of
 /// server-sent events.
 async fn generate(s: Arc<Shared>, prompt: Vec<u32>, opts: Options, endpoint: Endpoint) -> Response {
-    let rx = match submit(&s, prompt, &opts) {
+    let constraint = match compile_grammar(&s, &opts).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let rx = match submit(&s, prompt, &opts, constraint) {
         Ok(rx) => rx,
         Err(e) => return e.into_response(),
     };

@@ -24,6 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::metrics::Metrics;
 use hearth::backend::{Backend, CacheSpec, KvType};
 use hearth::batch::{Batch, Logits};
+use hearth::constraint::Constraint;
 use hearth::generate::Generator;
 use hearth::model::{Model, Workspace};
 use hearth::sampler::{self, SamplerConfig, StopReason, TokenLogprobs};
@@ -39,6 +40,8 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Report the chosen token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
+    /// The grammar the output follows.
+    pub constraint: Option<Constraint>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -342,7 +345,7 @@ impl<'m, B: Backend> Scheduler<'m, B> {
         q.closed
     }
 
-    fn start(&mut self, i: usize, job: Job, metrics: &Metrics) {
+    fn start(&mut self, i: usize, mut job: Job, metrics: &Metrics) {
         // As llama.cpp's server: the penalties see the prompt too.
         let gen = Generator::new(
             self.tok,
@@ -351,8 +354,12 @@ impl<'m, B: Backend> Scheduler<'m, B> {
             job.stop.iter().cloned(),
             &job.prompt,
         );
+        let constraint = job.constraint.take();
         let gen = match gen {
-            Ok(g) => g.without_special_text(),
+            Ok(g) => match constraint {
+                Some(c) => g.without_special_text().with_constraint(c),
+                None => g.without_special_text(),
+            },
             Err(e) => {
                 let _ = job.events.send(Event::Error(e.to_string()));
                 return;
@@ -587,6 +594,7 @@ mod tests {
             max_tokens: 1,
             stop: Vec::new(),
             logprobs: None,
+            constraint: None,
             events: tx,
         };
         (job, rx)

@@ -87,10 +87,15 @@ c = client.messages.create(model=MODEL, max_tokens=8, messages=blocks, extra_bod
 check("content blocks == string", c.content[0].text == text, (c, text))
 
 # Errors, in the SDK's classes.
+# Another model's name is served by the one model (issue 14 item 5).
+other = client.messages.create(**{**args, "model": "claude-no-such"})
+check("another model name is served", other.model == MODEL, other)
 err = expect(
-    "wrong model -> NotFoundError",
+    "unknown route -> NotFoundError",
     anthropic.NotFoundError,
-    lambda: client.messages.create(**{**args, "model": "claude-no-such"}),
+    lambda: client.post(
+        "/v1/messages/batches", body={"model": MODEL, "messages": msgs}, cast_to=anthropic.types.Message
+    ),
 )
 check("not_found_error body", err.body["error"]["type"] == "not_found_error", err.body)
 err = expect(

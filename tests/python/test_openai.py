@@ -71,8 +71,11 @@ content = lp.choices[0].logprobs.content
 check("logprobs", len(content) == 3 and all(len(t.top_logprobs) == 2 for t in content), content)
 
 # Errors arrive as the client's exception types.
+# Another model's name is served by the one model, the reply naming it.
+other = client.chat.completions.create(**{**args, "model": "gpt-4o-mini", "max_tokens": 2})
+check("another model name is served", other.model == MODEL, other)
 try:
-    client.chat.completions.create(**{**args, "model": "no-such-model"})
+    client.models.retrieve("no-such-model")
     check("unknown model", False, "no error")
 except openai.NotFoundError as e:
     check("unknown model", e.status_code == 404, e)
