@@ -344,26 +344,26 @@ fn tap_names_every_step_and_changes_nothing() {
         let rec = rec.lock().unwrap();
         let names: Vec<String> = rec.tensors.iter().map(|t| t.name.to_string()).collect();
         let qk_norm = *arch == "qwen3";
-        let mut want = vec!["embd".to_string()];
+        let gemma = *arch == "gemma2";
+        let mut want = vec![if gemma { "inp_scaled" } else { "embd" }.to_string()];
         for il in 0..N_LAYER {
             let mut ops = vec!["attn_norm"];
             if qk_norm {
                 ops.extend(["Qcur_normed", "Kcur_normed"]);
             }
-            ops.extend([
-                "Qcur",
-                "Kcur",
-                "Vcur",
-                "kqv_out",
-                "attn_out",
-                "ffn_inp",
-                "ffn_norm",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_swiglu",
-                "ffn_out",
-                "l_out",
-            ]);
+            ops.extend(["Qcur", "Kcur", "Vcur", "kqv_out", "attn_out"]);
+            if gemma {
+                ops.extend(["attn_post_norm", "sa_out"]);
+            } else {
+                ops.push("ffn_inp");
+            }
+            ops.extend(["ffn_norm", "ffn_gate", "ffn_up"]);
+            ops.push(if gemma { "ffn_geglu" } else { "ffn_swiglu" });
+            ops.push("ffn_out");
+            if gemma {
+                ops.push("ffn_post_norm");
+            }
+            ops.push("l_out");
             want.extend(ops.iter().map(|op| format!("{op}-{il}")));
         }
         want.extend(["result_norm".into(), "result_output".into()]);
@@ -374,7 +374,7 @@ fn tap_names_every_step_and_changes_nothing() {
                 "Qcur" | "Qcur_normed" => [HEAD_DIM, N_HEAD, n, 1],
                 "Kcur" | "Kcur_normed" | "Vcur" => [HEAD_DIM, N_HEAD_KV, n, 1],
                 "kqv_out" => [N_HEAD * HEAD_DIM, n, 1, 1],
-                "ffn_gate" | "ffn_up" | "ffn_swiglu" => [N_FF, n, 1, 1],
+                "ffn_gate" | "ffn_up" | "ffn_swiglu" | "ffn_geglu" => [N_FF, n, 1, 1],
                 "result_norm" => [N_EMBD, 1, 1, 1],
                 "result_output" => [N_VOCAB, 1, 1, 1],
                 _ => [N_EMBD, n, 1, 1],
