@@ -225,6 +225,46 @@ fn load_errors_name_the_tensor_or_architecture() {
     );
 }
 
+/// The new architectures' own tensors and keys, when missing, are errors
+/// naming them.
+#[test]
+fn granite_and_gemma2_load_errors_name_the_tensor_or_key() {
+    let rebuilt = |arch: &str, skip_key: &str, skip_tensor: &str| {
+        let bytes = tiny_model(arch);
+        let g = hearth_gguf::parse(&bytes).unwrap();
+        let mut w = GgufWriter::new();
+        for (k, v) in g.metadata().filter(|(k, _)| *k != skip_key) {
+            w.kv(k, v.to_value().unwrap());
+        }
+        for t in g.tensors().filter(|t| t.info.name != skip_tensor) {
+            w.tensor(t.info.name.clone(), t.info.ggml_type, &t.info.dims, t.data);
+        }
+        Model::load(write_temp(arch, &w.to_bytes().unwrap()), Cpu::new())
+    };
+    for name in [
+        "blk.1.post_ffw_norm.weight",
+        "blk.0.post_attention_norm.weight",
+    ] {
+        let e = rebuilt("gemma2", "", name).err().unwrap();
+        assert!(
+            matches!(&e, Error::MissingTensor { name: n } if n == name),
+            "{e}"
+        );
+    }
+    // llama.cpp requires it: Granite's logits are divided by it.
+    let e = rebuilt("granite", "granite.logit_scale", "").err().unwrap();
+    assert!(e.to_string().contains("granite.logit_scale"), "{e}");
+    // The optional multipliers default to none.
+    assert!(rebuilt("granite", "granite.residual_scale", "").is_ok());
+    let e = rebuilt("granite", "", "blk.0.ffn_norm.weight")
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, Error::MissingTensor { name } if name == "blk.0.ffn_norm.weight"),
+        "{e}"
+    );
+}
+
 fn without_tensor(g: &hearth_gguf::Gguf<&[u8]>, _w: GgufWriter, skip: &str) -> GgufWriter {
     let mut w = GgufWriter::new();
     for (k, v) in g.metadata() {
@@ -260,7 +300,8 @@ fn tiny_models_match_llama_cpp() {
         let m = load(arch);
         let ours = all_logits(&m, &prompt);
         let rows = reference["logits"][arch].as_array().unwrap();
-        let (mut sum, mut max, mut n) = (0f64, 0f32, 0usize);
+        let (mut sum, mut max, mut n, mut top1) = (0f64, 0f32, 0usize, 0usize);
+        let mut worst_miss = 0f32;
         for (pos, row) in rows.iter().enumerate() {
             let want: Vec<f32> = row
                 .as_array()
@@ -275,15 +316,36 @@ fn tiny_models_match_llama_cpp() {
                 max = max.max(d);
                 n += 1;
             }
+            let (ours_best, theirs_best) = (argmax(got), argmax(&want));
+            if ours_best == theirs_best {
+                top1 += 1;
+            } else {
+                worst_miss = worst_miss.max(want[theirs_best] - want[ours_best]);
+            }
         }
         let mean = sum / n as f64;
-        eprintln!("{arch}: mean |d| {mean:.4}, max |d| {max:.4}");
+        eprintln!(
+            "{arch}: mean |d| {mean:.4}, max |d| {max:.4}, top-1 {top1}/{}",
+            rows.len()
+        );
         let (mean_bound, max_bound) = bounds(arch);
         assert!(
             mean <= mean_bound && max <= max_bound,
             "{arch}: mean {mean}, max {max}"
         );
+        // Random weights make near ties: a top-1 miss is allowed only where
+        // llama.cpp's own logits for the two tokens are within 0.05 (the
+        // misses measured: 0.0014 to 0.034), and at most one position in six.
+        assert!(
+            worst_miss <= 0.05 && top1 * 6 >= rows.len() * 5,
+            "{arch}: top-1 {top1}/{}, a miss where llama.cpp's margin is {worst_miss}",
+            rows.len()
+        );
     }
+}
+
+fn argmax(x: &[f32]) -> usize {
+    (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best })
 }
 
 /// The bounds of [`tiny_models_match_llama_cpp`]: mean and max |d| of the
