@@ -12,8 +12,8 @@ use hearth::backend::KvType;
 use hearth::batch::{Batch, Logits};
 use hearth::model::{Model, Workspace};
 use hearth::Error;
-use hearth_gguf::{GgufWriter, Value};
-use hearth_tests::tiny::{tiny_model, tiny_prompt, ARCHS, N_VOCAB};
+use hearth_gguf::{GgufWriter, Value, ValueType};
+use hearth_tests::tiny::{tiny_model, tiny_prompt, ARCHS, GEMMA2_WINDOW, N_VOCAB};
 
 /// A fresh file per call: tests run in parallel threads of one process, and
 /// two of them rewriting one path while another maps it read a truncated file.
@@ -263,6 +263,53 @@ fn granite_and_gemma2_load_errors_name_the_tensor_or_key() {
         matches!(&e, Error::MissingTensor { name } if name == "blk.0.ffn_norm.weight"),
         "{e}"
     );
+}
+
+/// The tiny `arch` with metadata `key` set to `value` (added if absent).
+fn with_key(arch: &str, key: &str, value: Value) -> Result<Model<Cpu>, Error> {
+    let bytes = tiny_model(arch);
+    let g = hearth_gguf::parse(&bytes).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in g.metadata().filter(|(k, _)| *k != key) {
+        w.kv(k, v.to_value().unwrap());
+    }
+    w.kv(key, value);
+    for t in g.tensors() {
+        w.tensor(t.info.name.clone(), t.info.ggml_type, &t.info.dims, t.data);
+    }
+    Model::load(write_temp(arch, &w.to_bytes().unwrap()), Cpu::new())
+}
+
+/// Gemma 2's `sliding_window_pattern`, as llama.cpp's `load_swa_pattern`
+/// reads it: absent is every other layer from layer 0; a number `n`
+/// windows layer `i` when `i % n < n - 1`; an array says it per layer.
+#[test]
+fn gemma2_window_pattern_is_read_as_llama_cpp_reads_it() {
+    let key = "gemma2.attention.sliding_window_pattern";
+    let bools =
+        |v: &[bool]| Value::Array(ValueType::Bool, v.iter().map(|&b| Value::Bool(b)).collect());
+    let windows = |v: Value| with_key("gemma2", key, v).unwrap().layer_windows();
+    let w = Some(GEMMA2_WINDOW as usize);
+    assert_eq!(load("gemma2").layer_windows(), [w, None]);
+    assert_eq!(windows(Value::U32(2)), [w, None]);
+    assert_eq!(windows(Value::U32(1)), [None, None]);
+    assert_eq!(windows(Value::U32(0)), [w, w]);
+    assert_eq!(windows(bools(&[false, true])), [None, w]);
+    let e = with_key("gemma2", key, bools(&[true])).err().unwrap();
+    assert!(e.to_string().contains(key), "{e}");
+    let e = with_key("gemma2", key, Value::f32s([1.0, 0.0]))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains(key), "{e}");
+    // The windows change the logits; as the cache is built from them, the
+    // pattern [false, true] differs from the default.
+    let prompt = tiny_prompt();
+    let default = all_logits(&load("gemma2"), &prompt);
+    let swapped = all_logits(
+        &with_key("gemma2", key, bools(&[false, true])).unwrap(),
+        &prompt,
+    );
+    assert!(max_abs_diff(&default, &swapped) > 0.5);
 }
 
 fn without_tensor(g: &hearth_gguf::Gguf<&[u8]>, _w: GgufWriter, skip: &str) -> GgufWriter {

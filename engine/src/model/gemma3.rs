@@ -22,6 +22,7 @@ use super::{Ends, HParams, Loader, Workspace};
 use crate::backend::{AttentionParams, Backend, RopeConfig};
 use crate::batch::Batch;
 use crate::error::{Error, Result};
+use hearth_gguf::{FromValue, ValueRef};
 
 /// RoPE base of the sliding-window layers (`rope_freq_base_train_swa`).
 const LOCAL_ROPE_BASE: f32 = 10_000.0;
@@ -57,6 +58,36 @@ pub struct Gemma3<B: Backend> {
     attn_softcap: Option<f32>,
 }
 
+/// llama.cpp's `set_swa_pattern(n)`: layer `i` is windowed when
+/// `i % n < n - 1`; 0 makes every layer windowed.
+fn swa_pattern(n: usize, n_layer: usize) -> Vec<bool> {
+    (0..n_layer).map(|i| n == 0 || i % n < n - 1).collect()
+}
+
+/// Gemma 2's windowed layers, as `load_swa_pattern(ml, 2)` reads them:
+/// `key` is absent (every other layer), a pattern `n`, or one bool per
+/// layer.
+fn windowed_layers(l: &Loader<'_, impl Backend>, key: &str, n_layer: usize) -> Result<Vec<bool>> {
+    match l.file.get(key) {
+        None => Ok(swa_pattern(SWA_PATTERN_2, n_layer)),
+        Some(ValueRef::Array(a)) => {
+            let flags: Vec<bool> = a.iter().map_while(|v| bool::from_value(v).ok()).collect();
+            if flags.len() as u64 != a.len() || flags.len() != n_layer {
+                return Err(Error::HyperParameter {
+                    key: key.into(),
+                    reason: format!(
+                        "an array of {} {} for {n_layer} layers; expected one bool per layer",
+                        a.len(),
+                        a.elem_type().name()
+                    ),
+                });
+            }
+            Ok(flags)
+        }
+        Some(_) => Ok(swa_pattern(l.file.get_as(key)?, n_layer)),
+    }
+}
+
 /// A soft-cap from `key`, or `default` when absent; positive and finite.
 fn softcap(l: &Loader<'_, impl Backend>, key: &str, default: f32) -> Result<f32> {
     let cap = l.file.get_opt_as::<f32>(key)?.unwrap_or(default);
@@ -88,15 +119,12 @@ impl<B: Backend> Gemma3<B> {
                 reason: "must be positive".into(),
             });
         }
-        let pattern = if gemma2 {
-            l.file
-                .get_opt_as::<usize>(&key("attention.sliding_window_pattern"))?
-                .unwrap_or(SWA_PATTERN_2)
+        let windowed = if gemma2 {
+            windowed_layers(l, &key("attention.sliding_window_pattern"), hp.n_layer)?
         } else {
-            SWA_PATTERN
+            swa_pattern(SWA_PATTERN, hp.n_layer)
         };
-        // llama.cpp's set_swa_pattern: 0 makes every layer windowed.
-        let global = |i: usize| pattern != 0 && i % pattern == pattern - 1;
+        let global = |i: usize| !windowed[i];
         let layers = (0..hp.n_layer)
             .map(|i| {
                 let n = |s: &str| format!("blk.{i}.{s}.weight");
