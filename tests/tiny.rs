@@ -216,6 +216,16 @@ pub fn tiny_model(arch: &str) -> Vec<u8> {
             &[q_dim, d],
             quantized(&mut rng, Format::Q4_K, N_EMBD, q_dim as usize, 0.1),
         );
+        if arch == "granite" {
+            // Granite's optional biases (llama.cpp loads them when present),
+            // large enough to matter.
+            w.tensor(
+                n("attn_output.bias"),
+                f32s,
+                &[d],
+                vector(&mut rng, N_EMBD, 0.0, 1.0),
+            );
+        }
         if arch == "gemma2" {
             w.tensor(
                 n("post_attention_norm.weight"),
@@ -248,6 +258,20 @@ pub fn tiny_model(arch: &str) -> Vec<u8> {
             &[N_FF as u64, d],
             quantized(&mut rng, Format::Q6_K, N_EMBD, N_FF, 0.1),
         );
+        if arch == "granite" {
+            for (name, len) in [
+                ("ffn_gate.bias", N_FF),
+                ("ffn_up.bias", N_FF),
+                ("ffn_down.bias", N_EMBD),
+            ] {
+                w.tensor(
+                    n(name),
+                    f32s,
+                    &[len as u64],
+                    vector(&mut rng, len, 0.0, 1.0),
+                );
+            }
+        }
         if arch == "gemma2" {
             w.tensor(
                 n("post_ffw_norm.weight"),
