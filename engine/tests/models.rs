@@ -256,6 +256,19 @@ fn granite_and_gemma2_load_errors_name_the_tensor_or_key() {
     assert!(e.to_string().contains("granite.logit_scale"), "{e}");
     // The optional multipliers default to none.
     assert!(rebuilt("granite", "granite.residual_scale", "").is_ok());
+    // Values that would make the logits inf or NaN are refused by name.
+    for (arch, key) in [
+        ("granite", "granite.logit_scale"),
+        ("gemma2", "gemma2.final_logit_softcapping"),
+        ("gemma2", "gemma2.attn_logit_softcapping"),
+    ] {
+        let e = with_key(arch, key, Value::F32(0.0)).err().unwrap();
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    let e = with_key("granite", "granite.residual_scale", Value::F32(f32::NAN))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("granite.residual_scale"), "{e}");
     let e = rebuilt("granite", "", "blk.0.ffn_norm.weight")
         .err()
         .unwrap();
