@@ -1,5 +1,5 @@
 //! Tiny random-weight models of the architectures that have no real model
-//! here (llama, qwen2, qwen3), written with Hearth's GGUF writer. The same
+//! here (llama, qwen2, qwen3, granite, gemma2), written with Hearth's GGUF writer. The same
 //! seed always gives the same file, so the reference logits made from these
 //! files by llama.cpp (`tests/fixtures/tiny/make_reference.py`) can be
 //! checked against files the tests rebuild in memory.
@@ -18,7 +18,23 @@ pub const N_LAYER: usize = 2;
 pub const N_VOCAB: usize = 3 + 256 + 61;
 
 /// The architectures built here, as `general.architecture` names them.
-pub const ARCHS: &[&str] = &["llama", "qwen2", "qwen3"];
+pub const ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "granite", "gemma2"];
+
+/// The quirks of the tiny granite and gemma2, chosen to bite: multipliers
+/// far from 1, soft-caps near the size of the scores and logits, a window
+/// shorter than [`tiny_prompt`]. `(key without the arch prefix, value)`.
+pub const GRANITE_QUIRKS: &[(&str, f32)] = &[
+    ("embedding_scale", 3.0),
+    ("residual_scale", 0.5),
+    ("attention.scale", 0.3),
+    ("logit_scale", 2.0),
+];
+pub const GEMMA2_QUIRKS: &[(&str, f32)] = &[
+    ("attn_logit_softcapping", 2.0),
+    ("final_logit_softcapping", 6.0),
+];
+/// Gemma 2's window on its even layers (layer 0 of the two).
+pub const GEMMA2_WINDOW: u32 = 5;
 
 struct Rng(u64);
 
@@ -69,6 +85,19 @@ pub fn tiny_model(arch: &str) -> Vec<u8> {
         .kv(k("attention.layer_norm_rms_epsilon"), 1e-5f32)
         .kv(k("rope.freq_base"), 10_000.0f32)
         .kv(k("rope.dimension_count"), HEAD_DIM as u32);
+    if arch == "granite" {
+        for &(key, v) in GRANITE_QUIRKS {
+            w.kv(k(key), v);
+        }
+    }
+    if arch == "gemma2" {
+        for &(key, v) in GEMMA2_QUIRKS {
+            w.kv(k(key), v);
+        }
+        w.kv(k("attention.sliding_window"), GEMMA2_WINDOW)
+            .kv(k("attention.key_length"), HEAD_DIM as u32)
+            .kv(k("attention.value_length"), HEAD_DIM as u32);
+    }
     // A SentencePiece vocabulary llama.cpp accepts: control tokens, byte
     // fallback tokens, then pieces.
     let mut tokens = vec!["<unk>".to_string(), "<s>".to_string(), "</s>".to_string()];
@@ -112,8 +141,8 @@ pub fn tiny_model(arch: &str) -> Vec<u8> {
         &[d],
         vector(&mut rng, N_EMBD, 1.0, 0.1),
     );
-    if arch != "qwen3" {
-        // Qwen3 ties the output to the embedding here; the others have their own.
+    if arch != "qwen3" && arch != "gemma2" {
+        // Qwen3 and Gemma 2 tie the output to the embedding here; the others have their own.
         w.tensor(
             "output.weight",
             GgmlType::Q6_K,
@@ -187,6 +216,24 @@ pub fn tiny_model(arch: &str) -> Vec<u8> {
             &[q_dim, d],
             quantized(&mut rng, Format::Q4_K, N_EMBD, q_dim as usize, 0.1),
         );
+        if arch == "granite" {
+            // Granite's optional biases (llama.cpp loads them when present),
+            // large enough to matter.
+            w.tensor(
+                n("attn_output.bias"),
+                f32s,
+                &[d],
+                vector(&mut rng, N_EMBD, 0.0, 1.0),
+            );
+        }
+        if arch == "gemma2" {
+            w.tensor(
+                n("post_attention_norm.weight"),
+                f32s,
+                &[d],
+                vector(&mut rng, N_EMBD, 1.0, 0.1),
+            );
+        }
         w.tensor(
             n("ffn_norm.weight"),
             f32s,
@@ -211,6 +258,28 @@ pub fn tiny_model(arch: &str) -> Vec<u8> {
             &[N_FF as u64, d],
             quantized(&mut rng, Format::Q6_K, N_EMBD, N_FF, 0.1),
         );
+        if arch == "granite" {
+            for (name, len) in [
+                ("ffn_gate.bias", N_FF),
+                ("ffn_up.bias", N_FF),
+                ("ffn_down.bias", N_EMBD),
+            ] {
+                w.tensor(
+                    n(name),
+                    f32s,
+                    &[len as u64],
+                    vector(&mut rng, len, 0.0, 1.0),
+                );
+            }
+        }
+        if arch == "gemma2" {
+            w.tensor(
+                n("post_ffw_norm.weight"),
+                f32s,
+                &[d],
+                vector(&mut rng, N_EMBD, 1.0, 0.1),
+            );
+        }
     }
     w.to_bytes().expect("the tiny model is valid")
 }

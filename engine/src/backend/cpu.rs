@@ -517,6 +517,20 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn scale(&self, x: &mut CpuTensor, s: f32) -> Result<()> {
+        let _t = profile::start(Op::Other, x.rows);
+        x.data.iter_mut().for_each(|v| *v *= s);
+        Ok(())
+    }
+
+    fn softcap(&self, x: &mut CpuTensor, cap: f32) -> Result<()> {
+        let _t = profile::start(Op::Other, x.rows);
+        // llama.cpp's three ops: scale by 1/cap, tanh, scale by cap.
+        let inv = 1.0 / cap;
+        x.data.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
+        Ok(())
+    }
+
     fn select_rows(&self, x: &CpuTensor, rows: &[usize], out: &mut CpuTensor) -> Result<()> {
         let _t = profile::start(Op::Other, x.rows);
         out.resize(rows.len(), x.cols);

@@ -180,6 +180,20 @@ pub trait Backend: Sync {
     fn silu_mul(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
     /// `a += b`.
     fn add(&self, a: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
+    /// `x *= s`, every value (Granite's residual and logit scales).
+    ///
+    /// The default goes through the host ([`read`](Self::read), then
+    /// [`write`](Self::write)): correct on any backend, a round trip on a
+    /// device; a backend overrides it with a kernel.
+    fn scale(&self, x: &mut Self::Tensor, s: f32) -> Result<()> {
+        map_on_host(self, x, |v| v * s)
+    }
+    /// `x = cap * tanh(x / cap)`, every value (Gemma 2's final logit
+    /// soft-capping, in llama.cpp's order: scale, tanh, scale). The default
+    /// goes through the host, as for [`scale`](Self::scale).
+    fn softcap(&self, x: &mut Self::Tensor, cap: f32) -> Result<()> {
+        map_on_host(self, x, |v| (v * (1.0 / cap)).tanh() * cap)
+    }
     /// `out = x[rows]`.
     fn select_rows(&self, x: &Self::Tensor, rows: &[usize], out: &mut Self::Tensor) -> Result<()>;
     /// Copies `x` to the host: `out` gets `rows * cols` values; returns `(rows, cols)`.
@@ -188,6 +202,19 @@ pub trait Backend: Sync {
     /// [`read`](Self::read)): how a test, or a caller with its own
     /// activations, hands them to any backend.
     fn write(&self, x: &mut Self::Tensor, rows: usize, cols: usize, data: &[f32]) -> Result<()>;
+}
+
+/// Applies `f` to every value of `x` on the host: the default of the
+/// element-wise ops a backend has no kernel for.
+fn map_on_host<B: Backend + ?Sized>(
+    be: &B,
+    x: &mut B::Tensor,
+    f: impl Fn(f32) -> f32,
+) -> Result<()> {
+    let mut host = Vec::new();
+    let (rows, cols) = be.read(x, &mut host)?;
+    host.iter_mut().for_each(|v| *v = f(*v));
+    be.write(x, rows, cols, &host)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::tap::{Tap, TapPoint};
 pub use hearth_gguf::OpenOptions;
 
 /// The architectures Hearth runs, as `general.architecture` names them.
-pub const SUPPORTED: &str = "gemma3, llama, qwen2, qwen3";
+pub const SUPPORTED: &str = "gemma2, gemma3, granite, llama, qwen2, qwen3";
 
 /// Hyper-parameters common to the decoder-only transformers Hearth runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -192,9 +192,13 @@ impl<B: Backend> Workspace<B> {
 /// tail out (the logit rows of the residual stream, the final RMSNorm, the
 /// output matrix, or the embedding when the file ties them).
 pub(crate) struct Ends<B: Backend> {
-    token_embd: B::Weight,     // (n_vocab, n_embd)
-    output: Option<B::Weight>, // (n_vocab, n_embd); None: tied to token_embd
-    output_norm: B::Weight,    // (n_embd)
+    token_embd: B::Weight,                // (n_vocab, n_embd)
+    pub(crate) output: Option<B::Weight>, // (n_vocab, n_embd); None: tied to token_embd
+    output_norm: B::Weight,               // (n_embd)
+    /// Multiplies the logits (Granite: `1 / logit_scale`); 1: none.
+    pub(crate) logit_mul: f32,
+    /// Soft-caps the logits (Gemma 2's `final_logit_softcapping`).
+    pub(crate) final_softcap: Option<f32>,
 }
 
 impl<B: Backend> Ends<B> {
@@ -208,6 +212,8 @@ impl<B: Backend> Ends<B> {
                 None
             },
             output_norm: l.vector("output_norm.weight", d)?,
+            logit_mul: 1.0,
+            final_softcap: None,
         })
     }
 
@@ -243,6 +249,12 @@ impl<B: Backend> Ends<B> {
         be.rms_norm_inplace(h, &self.output_norm, hp.eps)?;
         tap.rows(be, "result_norm", None, h)?;
         be.matmul(self.output.as_ref().unwrap_or(&self.token_embd), h, logits)?;
+        if self.logit_mul != 1.0 {
+            be.scale(logits, self.logit_mul)?;
+        }
+        if let Some(cap) = self.final_softcap {
+            be.softcap(logits, cap)?;
+        }
         tap.rows(be, "result_output", None, logits)
     }
 }
@@ -284,8 +296,10 @@ impl<B: Backend> Model<B> {
             file: &file,
         };
         let arch = match arch_name.as_str() {
-            "gemma3" => Arch::Gemma3(gemma3::Gemma3::load(&loader, &hparams)?),
-            "llama" | "qwen2" | "qwen3" => Arch::Llama(llama::Llama::load(&loader, &hparams)?),
+            "gemma2" | "gemma3" => Arch::Gemma3(gemma3::Gemma3::load(&loader, &hparams)?),
+            "granite" | "llama" | "qwen2" | "qwen3" => {
+                Arch::Llama(llama::Llama::load(&loader, &hparams)?)
+            }
             _ => {
                 return Err(Error::UnsupportedArchitecture {
                     arch: arch_name,

@@ -112,6 +112,12 @@ macro_rules! backend_conformance {
             }
         }
         #[test]
+        fn scale_and_softcap_match_the_reference() {
+            if let Some(b) = $backend {
+                conformance::scale_and_softcap(b, &$tol);
+            }
+        }
+        #[test]
         fn attention_through_the_cache_matches_the_reference() {
             if let Some(b) = $backend {
                 conformance::attention(b, &$tol);
@@ -497,6 +503,38 @@ pub fn rope<B: Backend>(b: &B, tol: &Tolerances) {
         }
     }
     report("apply_rope", worst, tol.rope);
+}
+
+/// `scale` (Granite's multipliers) and `softcap` (Gemma 2's final logits)
+/// against f64, on caps that bite (values up to 4x the cap) and shapes
+/// that keep.
+pub fn scale_and_softcap<B: Backend>(b: &B, tol: &Tolerances) {
+    let mut rng = Rng::new(17);
+    let (mut worst_scale, mut worst_cap) = (0f64, 0f64);
+    for (rows, cols) in [(1, 1), (3, 7), (5, 320)] {
+        let a = vals(&mut rng, rows * cols, 12.0);
+        for s in [0.5f32, -3.0, 0.125] {
+            let mut t = upload(b, rows, cols, &a);
+            b.scale(&mut t, s).unwrap();
+            let want: Vec<f64> = a.iter().map(|&x| f64::from(x) * f64::from(s)).collect();
+            let what = format!("{} scale {s} {rows}x{cols}", b.name());
+            worst_scale = worst_scale.max(check(&what, &download(b, &t), &want, tol.add));
+            let mut back = Vec::new();
+            assert_eq!(b.read(&t, &mut back).unwrap(), (rows, cols), "{what}");
+        }
+        for cap in [3.0f32, 30.0] {
+            let mut t = upload(b, rows, cols, &a);
+            b.softcap(&mut t, cap).unwrap();
+            let c = f64::from(cap);
+            let want: Vec<f64> = a.iter().map(|&x| c * (f64::from(x) / c).tanh()).collect();
+            let what = format!("{} softcap {cap} {rows}x{cols}", b.name());
+            let got = download(b, &t);
+            assert!(got.iter().all(|v| v.abs() <= cap), "{what}: beyond the cap");
+            worst_cap = worst_cap.max(check(&what, &got, &want, tol.glu));
+        }
+    }
+    report("scale", worst_scale, tol.add);
+    report("softcap", worst_cap, tol.glu);
 }
 
 fn gelu_ref(a: f64) -> f64 {
