@@ -116,8 +116,6 @@ pub struct WgpuRope {
 
 /// Compiled kernels.
 struct Pipelines {
-    /// `attention` is attention_rows.wgsl's shape (CPU adapters).
-    attn_rows: bool,
     rms_norm: wgpu::ComputePipeline,
     rope: wgpu::ComputePipeline,
     glu: wgpu::ComputePipeline,
@@ -257,25 +255,17 @@ impl Wgpu {
                     cache: None,
                 })
         };
-        // CPU adapters get the attention shaped for them (attention_rows.wgsl);
-        // HEARTH_WGPU_ATTENTION=rows or workgroup overrides.
-        let attn_rows = match std::env::var("HEARTH_WGPU_ATTENTION").as_deref() {
-            Ok("rows") => true,
-            Ok("workgroup") => false,
-            _ => gpu.info.device_type == "Cpu",
-        };
         let pipes = Pipelines {
-            attn_rows,
             rms_norm: compile("rms_norm", RMS_NORM),
             rope: compile("rope", ROPE),
             glu: compile("glu", GLU),
             add: compile("add", ADD),
             kv_store: compile("kv_store", KV_STORE),
-            attention: compile("attention", &attention(attn_rows)),
+            attention: compile("attention", &attention()),
             f16: gpu.shader_f16.then(|| {
                 (
                     compile("kv_store f16", KV_STORE_F16),
-                    compile("attention f16", &attention_f16(attn_rows)),
+                    compile("attention f16", &attention_f16()),
                 )
             }),
             use_f16: gpu.shader_f16 && std::env::var("HEARTH_WGPU_F16").as_deref() != Ok("0"),
@@ -1182,12 +1172,7 @@ impl Backend for Wgpu {
                     (5, &arena, qpoff, (positions.len() * 4) as u64),
                     (6, obuf, 0, on),
                 ],
-                if self.pipes.attn_rows {
-                    let per_group = 8 * ATTN_ROWS_QUERIES;
-                    (s.len.div_ceil(per_group) as u32, p.n_head as u32, 1)
-                } else {
-                    (s.len as u32, p.n_head as u32, 1)
-                },
+                (s.len as u32, p.n_head as u32, 1),
             );
         }
         Ok(())

@@ -25,30 +25,16 @@ pub const KV_STORE_F16: &str = include_str!("../../../../shaders/kv_store_f16.wg
 pub const ATTENTION_BODY: &str = include_str!("../../../../shaders/attention.wgsl");
 pub const ATTENTION_KV: &str = include_str!("../../../../shaders/attention_kv.wgsl");
 pub const ATTENTION_KV_F16: &str = include_str!("../../../../shaders/attention_kv_f16.wgsl");
-/// `attention.wgsl` reshaped for CPU adapters (one thread per query rows).
-pub const ATTENTION_ROWS_BODY: &str = include_str!("../../../../shaders/attention_rows.wgsl");
-
-/// Query rows per thread of attention_rows.wgsl (`QN`), in workgroups of 8.
-pub const ATTN_ROWS_QUERIES: usize = 2;
 
 /// Attention over a cache of u32 words (f32, or f16 pairs unpacked with
-/// `unpack2x16float`): every adapter. `rows`: the CPU adapters' shape
-/// (attention_rows.wgsl).
-pub fn attention(rows: bool) -> String {
-    format!("{ATTENTION_KV}\n{}", attention_body(rows))
+/// `unpack2x16float`): every adapter.
+pub fn attention() -> String {
+    format!("{ATTENTION_KV}\n{ATTENTION_BODY}")
 }
 
 /// Attention over a native f16 cache: adapters with `SHADER_F16`.
-pub fn attention_f16(rows: bool) -> String {
-    format!("{ATTENTION_KV_F16}\n{}", attention_body(rows))
-}
-
-fn attention_body(rows: bool) -> &'static str {
-    if rows {
-        ATTENTION_ROWS_BODY
-    } else {
-        ATTENTION_BODY
-    }
+pub fn attention_f16() -> String {
+    format!("{ATTENTION_KV_F16}\n{ATTENTION_BODY}")
 }
 
 /// The weight formats the WGSL kernels read, with their `dequant32` file.
@@ -142,10 +128,8 @@ pub fn all_modules() -> Vec<(String, String)> {
     .iter()
     .map(|(n, s)| (n.to_string(), s.to_string()))
     .collect();
-    v.push(("attention".into(), attention(false)));
-    v.push(("attention_f16".into(), attention_f16(false)));
-    v.push(("attention_rows".into(), attention(true)));
-    v.push(("attention_rows_f16".into(), attention_f16(true)));
+    v.push(("attention".into(), attention()));
+    v.push(("attention_f16".into(), attention_f16()));
     for (f, name, _) in FORMATS {
         for (kind, body) in [
             ("matmul", MATMUL),
