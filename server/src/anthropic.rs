@@ -29,7 +29,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields, Options};
-use super::routes::{blocking, body_object, check_model, default_seed, encode_chat, ready, submit};
+use super::routes::{
+    blocking, body_object, check_model, default_seed, encode_chat, event_error, ready, submit,
+};
 use super::scheduler::{Event, Finish, Usage};
 use super::Shared;
 use hearth::chat::Message;
@@ -357,15 +359,6 @@ fn usage(u: &Usage) -> Value {
         "cache_read_input_tokens": u.cached_tokens,
         "cache_creation_input_tokens": 0,
     })
-}
-
-/// A mid-generation failure.
-fn event_error(message: String) -> ApiError {
-    if message.contains("shutting down") {
-        ApiError::unavailable(message, 5)
-    } else {
-        ApiError::internal(message)
-    }
 }
 
 async fn whole(out: Reply, mut rx: mpsc::UnboundedReceiver<Event>) -> Response {

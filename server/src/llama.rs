@@ -556,13 +556,9 @@ impl Reply {
     }
 }
 
-/// A mid-generation failure.
+/// A mid-generation failure, in llama's error shape.
 fn event_error(message: String) -> Error {
-    Error::from(if message.contains("shutting down") {
-        ApiError::unavailable(message, 5)
-    } else {
-        ApiError::internal(message)
-    })
+    Error::from(super::routes::event_error(message))
 }
 
 async fn whole(reply: &mut Reply, mut rx: mpsc::UnboundedReceiver<Event>) -> Response {

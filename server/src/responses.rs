@@ -26,7 +26,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields, Options};
-use super::routes::{blocking, body_object, check_model, default_seed, encode_chat, ready, submit};
+use super::routes::{
+    blocking, body_object, check_model, default_seed, encode_chat, event_error, ready, submit,
+};
 use super::scheduler::{Event, Finish, Usage};
 use super::Shared;
 use hearth::chat::Message;
@@ -387,15 +389,6 @@ impl Reply {
             "usage": usage_v,
             "metadata": self.echo.metadata,
         })
-    }
-}
-
-/// A mid-generation failure.
-fn event_error(message: String) -> ApiError {
-    if message.contains("shutting down") {
-        ApiError::unavailable(message, 5)
-    } else {
-        ApiError::internal(message)
     }
 }
 

@@ -693,8 +693,9 @@ impl LegacyLogprobs {
     }
 }
 
-/// A mid-generation failure as an error object.
-fn event_error(message: String) -> ApiError {
+/// A mid-generation failure (an [`Event::Error`]) as an error object:
+/// every protocol's routes answer it this way.
+pub(crate) fn event_error(message: String) -> ApiError {
     if message.contains("shutting down") {
         ApiError::unavailable(message, 5)
     } else {
