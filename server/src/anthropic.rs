@@ -30,7 +30,8 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields, Options};
 use super::routes::{
-    blocking, body_object, check_model, default_seed, encode_chat, event_error, ready, submit,
+    blocking, body_object, check_model, collect_text, default_seed, encode_chat, event_error,
+    ready, submit,
 };
 use super::scheduler::{Event, Finish, Usage};
 use super::Shared;
@@ -361,18 +362,13 @@ fn usage(u: &Usage) -> Value {
     })
 }
 
-async fn whole(out: Reply, mut rx: mpsc::UnboundedReceiver<Event>) -> Response {
-    let mut text = String::new();
-    loop {
-        match rx.recv().await {
-            Some(Event::Token { text: t, .. }) => text.push_str(&t),
-            Some(Event::Done { finish, usage: u }) => {
-                let content = json!([{"type": "text", "text": text}]);
-                return Json(out.message(content, Some(finish), usage(&u))).into_response();
-            }
-            Some(Event::Error(e)) => return error(event_error(e)),
-            None => return error(ApiError::internal("the scheduler stopped")),
+async fn whole(out: Reply, rx: mpsc::UnboundedReceiver<Event>) -> Response {
+    match collect_text(rx).await {
+        Ok((text, finish, u)) => {
+            let content = json!([{"type": "text", "text": text}]);
+            Json(out.message(content, Some(finish), usage(&u))).into_response()
         }
+        Err(e) => error(e),
     }
 }
 

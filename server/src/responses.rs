@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 
 use super::api::{self, ApiError, Endpoint, Fields, Options};
 use super::routes::{
-    blocking, body_object, check_model, default_seed, encode_chat, event_error, ready, submit,
+    blocking, body_object, check_model, collect_text, default_seed, encode_chat, event_error,
+    ready, submit,
 };
 use super::scheduler::{Event, Finish, Usage};
 use super::Shared;
@@ -392,17 +393,10 @@ impl Reply {
     }
 }
 
-async fn whole(out: Reply, mut rx: mpsc::UnboundedReceiver<Event>) -> Response {
-    let mut text = String::new();
-    loop {
-        match rx.recv().await {
-            Some(Event::Token { text: t, .. }) => text.push_str(&t),
-            Some(Event::Done { finish, usage: u }) => {
-                return Json(out.response(Some((&text, finish, &u)))).into_response()
-            }
-            Some(Event::Error(e)) => return event_error(e).into_response(),
-            None => return ApiError::internal("the scheduler stopped").into_response(),
-        }
+async fn whole(out: Reply, rx: mpsc::UnboundedReceiver<Event>) -> Response {
+    match collect_text(rx).await {
+        Ok((text, finish, u)) => Json(out.response(Some((&text, finish, &u)))).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

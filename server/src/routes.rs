@@ -703,6 +703,22 @@ pub(crate) fn event_error(message: String) -> ApiError {
     }
 }
 
+/// The whole text of a generation without logprobs, its finish and usage
+/// (the Anthropic and Responses routes answer from these).
+pub(crate) async fn collect_text(
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) -> Result<(String, Finish, Usage), ApiError> {
+    let mut text = String::new();
+    loop {
+        match rx.recv().await {
+            Some(Event::Token { text: t, .. }) => text.push_str(&t),
+            Some(Event::Done { finish, usage }) => return Ok((text, finish, usage)),
+            Some(Event::Error(e)) => return Err(event_error(e)),
+            None => return Err(ApiError::internal("the scheduler stopped")),
+        }
+    }
+}
+
 /// Collects the whole completion.
 async fn whole(out: Output, mut rx: mpsc::UnboundedReceiver<Event>) -> Response {
     let mut text = String::new();
